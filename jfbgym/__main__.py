@@ -1,0 +1,5 @@
+import sys
+
+from jfbgym.cli import main
+
+sys.exit(main())

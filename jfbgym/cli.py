@@ -1,0 +1,51 @@
+"""The ``jfbgym`` command (also ``python -m jfbgym``).
+
+Each subcommand lives in the module that owns its work and exposes
+``add_arguments(parser)`` and ``main(args) -> int``; modules are imported only when their
+subcommand runs, so ``jfbgym --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("jfbgym.demo", "train, evaluate and render a JFB agent on QuadSwarm-v0 (minutes, CPU)"),
+    "train": ("jfbgym.agents.train", "train a JFB value-function agent on a registered env"),
+    "evaluate": ("jfbgym.evaluation", "evaluate a checkpoint on held-out initial states"),
+    "diagnose": ("jfbgym.agents.diagnostics", "contractivity and gradient-angle diagnostics"),
+    "render": ("jfbgym.render", "render a trajectory video of a trained agent"),
+    "baseline": ("jfbgym.baselines", "train a Stable-Baselines3 PPO/SAC baseline on a budget"),
+    "compare": ("jfbgym.compare", "JFB vs PPO vs SAC vs references under one budget"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jfbgym", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {importlib.import_module('jfbgym').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        args = parser.parse_args(argv)  # prints help/version or an error for unknown commands
+        parser.print_help()
+        return 0 if args.command is None and not argv else 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[name][0])
+    sub = argparse.ArgumentParser(prog=f"jfbgym {name}", description=COMMANDS[name][1])
+    module.add_arguments(sub)
+    return int(module.main(sub.parse_args(rest)) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""The contract every control problem implements, and the machinery they share.
+
+A problem is a ``torch.nn.Module`` of pure functions of ``(t, z, u, p)`` with a leading batch
+dimension (buffers only, so ``.to(device)`` moves its constants). Subclasses supply the analytic
+pieces (dynamics, costs, their vector-Jacobian products, a solve with the Hessian of H in u);
+this base class assembles the Hamiltonian, its gradients, the inner solve, and the discrete
+objective of ``shared/problems.md`` from them, so no problem re-derives those by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Union
+
+import torch
+from torch import Tensor
+
+Time = Union[float, Tensor]
+Policy = Callable[[Tensor, Tensor], Tensor]
+
+
+class InnerSolution(NamedTuple):
+    """Result of ``optimal_control``: the control and the evidence it solves ∇_u H = 0.
+
+    ``residual`` is the per-sample norm of the (projected) gradient of H in u, relative to
+    ``1 + ‖∇_u H(u0)‖``; ``converged`` is ``bool(residual.max() <= tol)``.
+    """
+
+    control: Tensor
+    residual: Tensor
+    iterations: int
+    converged: bool
+
+
+class Trajectory(NamedTuple):
+    """A discretised rollout: ``times (nt+1,)``, ``states (B, nt+1, n)``, ``controls (B, nt, m)``,
+    ``running_costs (B, nt)`` (already multiplied by h), ``terminal_cost (B,)``."""
+
+    times: Tensor
+    states: Tensor
+    controls: Tensor
+    running_costs: Tensor
+    terminal_cost: Tensor
+
+    @property
+    def cost(self) -> Tensor:
+        """The discrete objective J per sample."""
+        return self.running_costs.sum(dim=1) + self.terminal_cost
+
+
+def require(condition: bool, name: str, expected: str, got: object) -> None:
+    """Raise ``ValueError`` naming the argument and what was expected."""
+    if not condition:
+        raise ValueError(f"{name}: expected {expected}, got {got!r}")
+
+
+def positive_int(value: object, name: str) -> int:
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            name, "an integer >= 1", value)
+    return int(value)  # type: ignore[arg-type]
+
+
+def positive_float(value: object, name: str) -> float:
+    require(isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(float(value)) and float(value) > 0,
+            name, "a finite number > 0", value)
+    return float(value)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class NewtonOptions:
+    """Tolerances of the damped Newton inner solve (relative residual, see ``InnerSolution``)."""
+
+    tol: float | None = None  # None: 1e-8 in float64, 1e-5 in float32
+    max_iters: int = 100
+    armijo: float = 1e-4
+    min_step: float = 1e-10
+
+
+class ControlProblem(torch.nn.Module):
+    """Batched finite-horizon optimal control problem ``min ∫ L dt + G(z(T))``, ``ż = f``.
+
+    Shapes: ``z (B, n)``, ``u (B, m)``, ``p (B, n)``, ``t`` a float, 0-d tensor or ``(B,)``
+    tensor. Multi-agent states are agent-major: ``z.view(B, N, n // N)``.
+    Subclasses set the class attribute ``name`` and implement the ``NotImplementedError``
+    methods below; everything else is derived here.
+    """
+
+    name: str = "ControlProblem"
+
+    def __init__(self, *, state_dim: int, control_dim: int, n_agents: int, horizon: float,
+                 n_steps: int, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self.state_dim = positive_int(state_dim, "state_dim")
+        self.control_dim = positive_int(control_dim, "control_dim")
+        self.n_agents = positive_int(n_agents, "n_agents")
+        self.horizon = positive_float(horizon, "horizon")
+        self.n_steps = positive_int(n_steps, "n_steps")
+        require(dtype in (torch.float32, torch.float64), "dtype",
+                "torch.float32 or torch.float64", dtype)
+        self._dtype = dtype
+        self._device = torch.device(device)
+        # A buffer that tracks .to(): dtype and device of the problem follow it.
+        self.register_buffer("_anchor", torch.zeros((), dtype=dtype, device=self._device),
+                             persistent=False)
+
+    # ----------------------------------------------------------------- metadata
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._anchor.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._anchor.device
+
+    @property
+    def step_size(self) -> float:
+        """h = T / nt."""
+        return self.horizon / self.n_steps
+
+    @property
+    def agent_state_dim(self) -> int:
+        return self.state_dim // self.n_agents
+
+    @property
+    def agent_control_dim(self) -> int:
+        return self.control_dim // self.n_agents
+
+    @property
+    def control_bounds(self) -> tuple[Tensor, Tensor] | None:
+        """Box on u that the dynamics enforce (``None``: unconstrained)."""
+        return None
+
+    def config(self) -> dict:
+        """JSON-serialisable keyword arguments that rebuild this problem via ``make_problem``."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return (f"n_agents={self.n_agents}, state_dim={self.state_dim}, "
+                f"control_dim={self.control_dim}, horizon={self.horizon}, n_steps={self.n_steps}")
+
+    # --------------------------------------------------------------- validation
+    def check_batch(self, x: Tensor, name: str, width: int) -> Tensor:
+        """Validate a ``(B, width)`` tensor on this problem's dtype and device."""
+        require(isinstance(x, Tensor), name, "a torch.Tensor", type(x).__name__)
+        require(x.dim() == 2 and x.shape[1] == width, name,
+                f"shape (batch, {width})", tuple(x.shape))
+        require(x.dtype == self.dtype, name, f"dtype {self.dtype}", x.dtype)
+        require(x.device == self.device, name, f"device {self.device}", x.device)
+        return x
+
+    def check_inputs(self, z: Tensor, u: Tensor | None = None, p: Tensor | None = None) -> None:
+        self.check_batch(z, "z", self.state_dim)
+        for x, name, width in ((u, "u", self.control_dim), (p, "p", self.state_dim)):
+            if x is not None:
+                self.check_batch(x, name, width)
+                require(x.shape[0] == z.shape[0], name,
+                        f"batch size {z.shape[0]} (that of z)", x.shape[0])
+
+    def time_column(self, t: Time, z: Tensor) -> Tensor:
+        """``t`` as a ``(B, 1)`` tensor matching ``z``."""
+        t = torch.as_tensor(t, dtype=z.dtype, device=z.device)
+        require(t.dim() == 0 or (t.dim() == 1 and t.shape[0] in (1, z.shape[0])), "t",
+                f"a scalar or shape ({z.shape[0]},)", tuple(t.shape))
+        return t.reshape(-1, 1).expand(z.shape[0], 1)
+
+    # ------------------------------------------------ what a subclass implements
+    def dynamics(self, t: Time, z: Tensor, u: Tensor) -> Tensor:
+        """f(t, z, u), shape (B, n)."""
+        raise NotImplementedError
+
+    def running_cost(self, t: Time, z: Tensor, u: Tensor) -> Tensor:
+        """L(t, z, u), shape (B,)."""
+        raise NotImplementedError
+
+    def terminal_cost(self, z: Tensor) -> Tensor:
+        """G(z), shape (B,), weight included."""
+        raise NotImplementedError
+
+    def grad_terminal_cost(self, z: Tensor) -> Tensor:
+        """∇_z G, shape (B, n)."""
+        raise NotImplementedError
+
+    def grad_u_hamiltonian(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        """∇_u H = ∇_u L + (∂f/∂u)ᵀ p, analytic, shape (B, m)."""
+        raise NotImplementedError
+
+    def grad_z_hamiltonian(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        """∇_z H = ∇_z L + (∂f/∂z)ᵀ p, analytic, shape (B, n)."""
+        raise NotImplementedError
+
+    def hessian_u_matvec(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        """(∇²_uu H) v without forming the matrix, shape (B, m)."""
+        raise NotImplementedError
+
+    def hessian_u_solve(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor,
+                        damping: float = 0.0) -> Tensor:
+        """(∇²_uu H + damping·I)⁻¹ v from per-agent blocks (or a low-rank update), (B, m).
+
+        Where H is not convex in u, problems solve with a positive-definite modification of
+        the Hessian (documented in the subclass) so that Newton directions descend.
+        """
+        raise NotImplementedError
+
+    def sample_initial_states(self, batch: int, generator: torch.Generator | None = None
+                              ) -> Tensor:
+        """Draw ``batch`` initial states from ρ, shape (B, n), reproducible from ``generator``."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- derived
+    def hamiltonian(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        """H = L + pᵀf (minimisation convention), shape (B,)."""
+        self.check_inputs(z, u, p)
+        return self.running_cost(t, z, u) + (p * self.dynamics(t, z, u)).sum(dim=-1)
+
+    def initial_control(self, t: Time, z: Tensor) -> Tensor:
+        """Where the inner solve starts when no warm start is given."""
+        return torch.zeros(z.shape[0], self.control_dim, dtype=z.dtype, device=z.device)
+
+    def project_control(self, u: Tensor) -> Tensor:
+        """Clip u onto ``control_bounds`` (identity when unconstrained)."""
+        bounds = self.control_bounds
+        return u if bounds is None else torch.clamp(u, bounds[0], bounds[1])
+
+    def default_tol(self) -> float:
+        return 1e-8 if self.dtype == torch.float64 else 1e-5
+
+    def stationarity_residual(self, t: Time, z: Tensor, p: Tensor, u: Tensor,
+                              scale: Tensor | None = None) -> Tensor:
+        """Per-sample ‖u − Π(u − ∇_u H)‖ / scale: zero exactly at (box-)stationary points."""
+        g = self.grad_u_hamiltonian(t, z, p, u)
+        r = (u - self.project_control(u - g)).norm(dim=-1)
+        return r if scale is None else r / scale
+
+    def optimal_control(self, t: Time, z: Tensor, p: Tensor, u0: Tensor | None = None,
+                        options: NewtonOptions = NewtonOptions()) -> InnerSolution:
+        """argmin_u H(t, z, p, u) by projected damped Newton with Armijo backtracking.
+
+        Each sample takes its own step length; a sample stops moving once its residual is below
+        tolerance. Problems with a closed form override this.
+        """
+        self.check_inputs(z, u0, p)
+        tol = options.tol if options.tol is not None else self.default_tol()
+        with torch.no_grad():
+            u = self.project_control(self.initial_control(t, z) if u0 is None else u0.detach())
+            z, p = z.detach(), p.detach()
+            scale = 1.0 + self.grad_u_hamiltonian(t, z, p, u).norm(dim=-1)
+            H = self.hamiltonian(t, z, p, u)
+            res = self.stationarity_residual(t, z, p, u, scale)
+            it = 0
+            while it < options.max_iters and bool((res > tol).any()):
+                it += 1
+                g = self.grad_u_hamiltonian(t, z, p, u)
+                d = -self.hessian_u_solve(t, z, p, u, g)
+                active = (res > tol).to(u.dtype).unsqueeze(-1)
+                step = torch.ones_like(H)
+                accepted = torch.zeros_like(H, dtype=torch.bool)
+                u_new, H_new = u, H
+                while True:
+                    cand = self.project_control(u + active * step.unsqueeze(-1) * d)
+                    H_cand = self.hamiltonian(t, z, p, cand)
+                    decrease = (g * (cand - u)).sum(-1)
+                    ok = (H_cand <= H + options.armijo * decrease) & ~accepted
+                    u_new = torch.where(ok.unsqueeze(-1), cand, u_new)
+                    H_new = torch.where(ok, H_cand, H_new)
+                    accepted |= ok
+                    step = torch.where(accepted, step, step * 0.5)
+                    if bool(accepted.all()) or float(step.max()) < options.min_step:
+                        break
+                u, H = u_new, H_new
+                res = self.stationarity_residual(t, z, p, u, scale)
+        return InnerSolution(u, res, it, bool(res.max() <= tol))
+
+    # ------------------------------------------------------------- time stepping
+    def step(self, t: Time, z: Tensor, u: Tensor, method: str = "euler") -> Tensor:
+        """One step of length h: forward Euler (the reference) or classical RK4 (u held)."""
+        h = self.step_size
+        if method == "euler":
+            return z + h * self.dynamics(t, z, u)
+        require(method == "rk4", "method", "'euler' or 'rk4'", method)
+        k1 = self.dynamics(t, z, u)
+        k2 = self.dynamics(_shift(t, h / 2), z + h / 2 * k1, u)
+        k3 = self.dynamics(_shift(t, h / 2), z + h / 2 * k2, u)
+        k4 = self.dynamics(_shift(t, h), z + h * k3, u)
+        return z + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+    def times(self) -> Tensor:
+        """The grid t_k = k h, k = 0..nt, shape (nt + 1,)."""
+        return torch.linspace(0.0, self.horizon, self.n_steps + 1, dtype=self.dtype,
+                              device=self.device)
+
+    def rollout(self, controls_or_policy: Tensor | Policy, x0: Tensor,
+                method: str = "euler") -> Trajectory:
+        """Roll the dynamics from ``x0`` under a control sequence ``(B, nt, m)`` (or ``(nt, m)``
+        shared by the batch) or a feedback policy ``(t, z) -> u``; differentiable throughout."""
+        self.check_batch(x0, "x0", self.state_dim)
+        controls = controls_or_policy if isinstance(controls_or_policy, Tensor) else None
+        if controls is not None:
+            if controls.dim() == 2:
+                controls = controls.unsqueeze(0).expand(x0.shape[0], -1, -1)
+            require(controls.dim() == 3 and controls.shape[1:] == (self.n_steps,
+                                                                  self.control_dim),
+                    "controls", f"shape (batch, {self.n_steps}, {self.control_dim})",
+                    tuple(controls.shape))
+            require(controls.shape[0] == x0.shape[0], "controls",
+                    f"batch size {x0.shape[0]} (that of x0)", controls.shape[0])
+        elif not callable(controls_or_policy):
+            raise ValueError("controls_or_policy: expected a tensor (batch, n_steps, "
+                             f"control_dim) or a callable (t, z) -> u, got "
+                             f"{type(controls_or_policy).__name__}")
+        times = self.times()
+        h = self.step_size
+        z, states, us, costs = x0, [x0], [], []
+        for k in range(self.n_steps):
+            t = times[k]
+            u = controls[:, k] if controls is not None else controls_or_policy(t, z)
+            self.check_batch(u, "u", self.control_dim)
+            costs.append(h * self.running_cost(t, z, u))
+            z = self.step(t, z, u, method)
+            states.append(z)
+            us.append(u)
+        return Trajectory(times, torch.stack(states, 1), torch.stack(us, 1),
+                          torch.stack(costs, 1), self.terminal_cost(z))
+
+    def objective(self, controls_or_policy: Tensor | Policy, x0: Tensor,
+                  method: str = "euler") -> Tensor:
+        """Discrete J = h Σ_k L(t_k, z_k, u_k) + G(z_nt), shape (B,)."""
+        return self.rollout(controls_or_policy, x0, method).cost
+
+
+def _shift(t: Time, dt: float) -> Time:
+    return t + dt
