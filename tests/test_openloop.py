@@ -1,0 +1,48 @@
+"""The open-loop reference reproduces the exact discrete Riccati optimum on LinearQuadratic."""
+
+import pytest
+import torch
+
+from jfbgym.openloop import open_loop_optimum
+from jfbgym.problems import make_problem
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "adam"])
+def test_open_loop_matches_riccati(method: str) -> None:
+    prob = make_problem("LinearQuadratic", n_steps=20, dtype=torch.float64)
+    x0 = prob.sample_initial_states(6, torch.Generator().manual_seed(3))
+    tol = 1e-7 if method == "lbfgs" else 1e-3
+    res = open_loop_optimum(prob, x0, method=method, tol=tol, max_iters=20000, lr=0.05)
+    exact = prob.riccati_cost(x0)
+    assert res.converged and float(res.residual.max()) <= tol
+    rel = 1e-10 if method == "lbfgs" else 1e-5
+    torch.testing.assert_close(res.cost, exact, rtol=rel, atol=0)
+    # The optimal sequence is the Riccati feedback's sequence.
+    _, K = prob.discrete_riccati()
+    riccati = prob.rollout(lambda t, z: -torch.einsum(
+        "mn,bn->bm", K[int(round(float(t) / prob.step_size))], z), x0)
+    if method == "lbfgs":
+        torch.testing.assert_close(res.controls, riccati.controls, rtol=1e-5, atol=1e-6)
+
+
+def test_float32_problem_and_warm_starts() -> None:
+    prob = make_problem("LinearQuadratic", n_steps=10)
+    x0 = prob.sample_initial_states(4, torch.Generator().manual_seed(0))
+    zero = lambda t, z: torch.zeros(z.shape[0], 2, dtype=z.dtype)  # noqa: E731
+    res = open_loop_optimum(prob, x0, init=[None, zero], tol=1e-7)
+    assert res.cost.dtype == torch.float64 and res.converged
+    torch.testing.assert_close(res.cost, prob.riccati_cost(x0), rtol=1e-9, atol=0)
+    assert prob.dtype == torch.float32  # the caller's problem is untouched
+
+
+def test_bad_arguments() -> None:
+    prob = make_problem("LinearQuadratic", n_steps=5, dtype=torch.float64)
+    x0 = torch.zeros(2, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="method"):
+        open_loop_optimum(prob, x0, method="newton")
+    with pytest.raises(ValueError, match="tol"):
+        open_loop_optimum(prob, x0, tol=-1.0)
+    with pytest.raises(ValueError, match="init"):
+        open_loop_optimum(prob, x0, init=torch.zeros(2, 3, 2))
+    with pytest.raises(ValueError, match="x0"):
+        open_loop_optimum(prob, torch.zeros(2, 3, dtype=torch.float64))
