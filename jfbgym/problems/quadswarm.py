@@ -1,0 +1,253 @@
+"""QuadSwarm: N quadrotors flying to targets; an exponential control cost makes H implicit.
+
+Per agent the state is (x, y, z, ψ, θ, φ, v_x, v_y, v_z, v_ψ, v_θ, v_φ) and the control is
+(u₁ thrust, u₂, u₃, u₄ angular accelerations); the joint state (B, 12N) and control (B, 4N) are
+agent-major. With d(ψ, θ, φ) the thrust direction
+
+    d = (sψ sφ + cψ sθ cφ,  −cψ sφ + sψ sθ cφ,  cθ cφ)
+
+the dynamics are q̇ = v, (ψ̇, θ̇, φ̇) = (v_ψ, v_θ, v_φ), v̇ = (u₁/m) d − g e_z,
+(v̇_ψ, v̇_θ, v̇_φ) = (u₂, u₃, u₄), i.e. affine in u: f = f₀(z) + B(z)u with B(z) block-diagonal,
+each agent's block mapping u₁ to d/m and (u₂, u₃, u₄) to the angular accelerations.
+
+Costs (``shared/problems.md``): L = exp(½‖u‖²/N) + α_int W(q), W the pairwise Gaussian
+interaction of ``interaction.py``; G = α_G · ½‖z(T) − z*‖² / (2N).
+
+Inner problem in closed form: with q = B(z)ᵀp (per agent (p_v·d/m, p_ω)), ∇_u H = 0 reads
+e^{s} u / N = −q, s = ½‖u‖²/N, whose unique solution (H is strictly convex in u) is
+u* = −N e^{−w/2} q with w = W₀(N‖q‖²). ``optimal_control`` evaluates it; every other derivative
+is written by hand per agent, so everything but the interaction costs O(B·N).
+
+Targets **[jfbgym]**: ``targets="shared"`` (the reference) puts every drone at ``target`` with
+zero angles and velocities. ``targets="formation"`` gives drone k its own hover point on a
+horizontal square-ish grid at the height of ``target``: ``cols = ceil(√N)`` columns and
+``rows = ceil(N / cols)`` rows, spacing 2r, drone k at column ``k % cols`` and row ``k // cols``,
+the grid's bounding rectangle centred on ``target``. Spacing 2r keeps targets out of each
+other's cut-off (``interaction_cutoff=2.0`` with r = 1).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .base import ControlProblem, InnerSolution, NewtonOptions, Time, positive_float, \
+    positive_int, require
+from .interaction import interaction, interaction_grad
+from .lambertw import lambertw
+
+AGENT_STATE, AGENT_CONTROL = 12, 4
+TARGET_KINDS = ("shared", "formation")
+
+
+def _nonnegative_float(value: object, name: str) -> float:
+    require(isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(float(value)) and float(value) >= 0,
+            name, "a finite number >= 0", value)
+    return float(value)  # type: ignore[arg-type]
+
+
+def _finite(value: object, name: str) -> float:
+    require(isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(float(value)), name, "finite numbers", value)
+    return float(value)  # type: ignore[arg-type]
+
+
+def formation_offsets(n_agents: int, spacing: float) -> Tensor:
+    """Horizontal grid offsets (N, 3), float64, centred on 0 (see the module docstring)."""
+    cols = math.ceil(math.sqrt(n_agents))
+    rows = math.ceil(n_agents / cols)
+    k = torch.arange(n_agents, dtype=torch.float64)
+    col, row = k % cols, torch.div(k, cols, rounding_mode="floor")
+    return spacing * torch.stack([col - (cols - 1) / 2, row - (rows - 1) / 2,
+                                  torch.zeros_like(k)], dim=-1)
+
+
+def thrust_direction(angles: Tensor, jacobian: bool = False) -> tuple[Tensor, Tensor | None]:
+    """d(ψ, θ, φ) for angles (..., 3), shape (..., 3); with ``jacobian`` also ∂d/∂(ψ, θ, φ)
+    as (..., 3, 3) with the *angle* on the last axis, so (∂d/∂angles)ᵀ v = (J * v[..., None]).sum(-2).
+    """
+    s, c = torch.sin(angles), torch.cos(angles)
+    sps, sth, sph = s.unbind(-1)
+    cps, cth, cph = c.unbind(-1)
+    d = torch.stack([sps * sph + cps * sth * cph,
+                     -cps * sph + sps * sth * cph,
+                     cth * cph], dim=-1)
+    if not jacobian:
+        return d, None
+    zero = torch.zeros_like(sps)
+    d_psi = torch.stack([cps * sph - sps * sth * cph, sps * sph + cps * sth * cph, zero], -1)
+    d_theta = torch.stack([cps * cth * cph, sps * cth * cph, -sth * cph], -1)
+    d_phi = torch.stack([sps * cph - cps * sth * sph, -cps * cph - sps * sth * sph, -cth * sph], -1)
+    return d, torch.stack([d_psi, d_theta, d_phi], dim=-1)
+
+
+class QuadSwarm(ControlProblem):
+    """N quadrotors (N = 1: the single quadrotor) with the reference defaults of problems.md.
+
+    ``initial_control`` is hover thrust (u₁ = m g, no angular acceleration): the control that
+    holds a level drone still, hence a sensible Newton warm start and do-nothing action.
+    """
+
+    name = "QuadSwarm"
+
+    def __init__(self, n_agents: int = 1, mass: float = 0.5, gravity: float = 1.0,
+                 alpha_int: float = 0.1, radius: float = 1.0,
+                 interaction_cutoff: float | None = None, alpha_G: float = 1000.0,
+                 targets: str = "shared", target: Sequence[float] = (2.0, 2.0, 2.0),
+                 init_std: float = 0.1, horizon: float = 4.5, n_steps: int = 160,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+        n = positive_int(n_agents, "n_agents")
+        self.mass = positive_float(mass, "mass")
+        self.gravity = _nonnegative_float(gravity, "gravity")
+        self.alpha_int = _nonnegative_float(alpha_int, "alpha_int")
+        self.radius = positive_float(radius, "radius")
+        self.interaction_cutoff = (None if interaction_cutoff is None
+                                   else positive_float(interaction_cutoff, "interaction_cutoff"))
+        self.alpha_G = _nonnegative_float(alpha_G, "alpha_G")
+        require(targets in TARGET_KINDS, "targets", f"one of {TARGET_KINDS}", targets)
+        self.targets = targets
+        require(isinstance(target, (list, tuple)) and len(target) == 3, "target", "a sequence of 3 numbers", target)
+        self.target = tuple(_finite(v, "target") for v in target)
+        self.init_std = _nonnegative_float(init_std, "init_std")
+        super().__init__(state_dim=AGENT_STATE * n, control_dim=AGENT_CONTROL * n, n_agents=n,
+                         horizon=horizon, n_steps=n_steps, dtype=dtype, device=device)
+        goal = torch.zeros(n, AGENT_STATE, dtype=torch.float64)
+        goal[:, :3] = torch.tensor(self.target, dtype=torch.float64)
+        if targets == "formation":
+            goal[:, :3] += formation_offsets(n, 2.0 * self.radius)
+        self.register_buffer("targets_state", goal.to(dtype=dtype, device=self._device))
+        e_z = torch.tensor([0.0, 0.0, 1.0], dtype=dtype, device=self._device)
+        self.register_buffer("_e_z", e_z, persistent=False)
+
+    def config(self) -> dict:
+        return {"n_agents": self.n_agents, "mass": self.mass, "gravity": self.gravity,
+                "alpha_int": self.alpha_int, "radius": self.radius,
+                "interaction_cutoff": self.interaction_cutoff, "alpha_G": self.alpha_G,
+                "targets": self.targets, "target": list(self.target), "init_std": self.init_std,
+                "horizon": self.horizon, "n_steps": self.n_steps}
+
+    # ------------------------------------------------------------------ layout
+    def agents(self, x: Tensor, width: int = AGENT_STATE) -> Tensor:
+        """(B, width·N) -> (B, N, width), a view where x is contiguous (agent-major layout)."""
+        return x.reshape(x.shape[0], self.n_agents, width)
+
+    def positions(self, z: Tensor) -> Tensor:
+        """Drone positions (B, N, 3)."""
+        self.check_inputs(z)
+        return self.agents(z)[..., :3]
+
+    def control_matrix_transpose(self, z: Tensor, p: Tensor) -> Tensor:
+        """q = B(z)ᵀp per agent, (B, N, 4): (p_v · d / m, p_ψ̇, p_θ̇, p_φ̇)."""
+        d, _ = thrust_direction(self.agents(z)[..., 3:6])
+        P = self.agents(p)
+        thrust = (P[..., 6:9] * d).sum(-1, keepdim=True) / self.mass
+        return torch.cat([thrust, P[..., 9:12]], dim=-1)
+
+    def _control_cost_exponent(self, u: Tensor) -> Tensor:
+        """s = ½‖u‖²/N, shape (B,)."""
+        return 0.5 * (u * u).sum(-1) / self.n_agents
+
+    # ---------------------------------------------------------------- the maths
+    def dynamics(self, t: Time, z: Tensor, u: Tensor) -> Tensor:
+        self.check_inputs(z, u)
+        Z, U = self.agents(z), self.agents(u, AGENT_CONTROL)
+        d, _ = thrust_direction(Z[..., 3:6])
+        accel = U[..., :1] / self.mass * d - self.gravity * self._e_z
+        return torch.cat([Z[..., 6:12], accel, U[..., 1:]], dim=-1).reshape(z.shape)
+
+    def running_cost(self, t: Time, z: Tensor, u: Tensor) -> Tensor:
+        self.check_inputs(z, u)
+        cost = torch.exp(self._control_cost_exponent(u))
+        if self.alpha_int:
+            cost = cost + self.alpha_int * interaction(self.agents(z)[..., :3], self.radius,
+                                                       self.interaction_cutoff)
+        return cost
+
+    def terminal_cost(self, z: Tensor) -> Tensor:
+        self.check_inputs(z)
+        diff = self.agents(z) - self.targets_state
+        return self.alpha_G * (diff * diff).sum((1, 2)) / (4.0 * self.n_agents)
+
+    def grad_terminal_cost(self, z: Tensor) -> Tensor:
+        self.check_inputs(z)
+        diff = self.agents(z) - self.targets_state
+        return (self.alpha_G / (2.0 * self.n_agents) * diff).reshape(z.shape)
+
+    def grad_u_hamiltonian(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        """e^{s} u / N + B(z)ᵀp."""
+        self.check_inputs(z, u, p)
+        scale = torch.exp(self._control_cost_exponent(u)).unsqueeze(-1) / self.n_agents
+        return scale * u + self.control_matrix_transpose(z, p).reshape(u.shape)
+
+    def grad_z_hamiltonian(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        """Per agent: (α_int ∇_{q_i}W, (u₁/m)(∂d/∂angles)ᵀp_v, p_q, p_angles)."""
+        self.check_inputs(z, u, p)
+        Z, P, U = self.agents(z), self.agents(p), self.agents(u, AGENT_CONTROL)
+        _, J = thrust_direction(Z[..., 3:6], jacobian=True)
+        angles = U[..., :1] / self.mass * (J * P[..., 6:9].unsqueeze(-1)).sum(-2)
+        if self.alpha_int:
+            pos = self.alpha_int * interaction_grad(Z[..., :3], self.radius,
+                                                    self.interaction_cutoff)
+        else:
+            pos = torch.zeros_like(Z[..., :3])
+        return torch.cat([pos, angles, P[..., :6]], dim=-1).reshape(z.shape)
+
+    def hessian_u_matvec(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        """∇²_uu H v = e^{s}(v/N + u (u·v)/N²) (f is affine in u, so only L curves)."""
+        self.check_inputs(z, u, p)
+        self.check_batch(v, "v", self.control_dim)
+        n = self.n_agents
+        es = torch.exp(self._control_cost_exponent(u)).unsqueeze(-1)
+        return es * (v / n + u * (u * v).sum(-1, keepdim=True) / n**2)
+
+    def hessian_u_solve(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor,
+                        damping: float = 0.0) -> Tensor:
+        """(c I + a u uᵀ)⁻¹ v by Sherman–Morrison, c = e^{s}/N + damping, a = e^{s}/N²."""
+        self.check_inputs(z, u, p)
+        self.check_batch(v, "v", self.control_dim)
+        require(isinstance(damping, (int, float)) and math.isfinite(damping) and damping >= 0,
+                "damping", "a finite number >= 0", damping)
+        n = self.n_agents
+        es = torch.exp(self._control_cost_exponent(u)).unsqueeze(-1)
+        c, a = es / n + damping, es / n**2
+        uv = (u * v).sum(-1, keepdim=True)
+        uu = (u * u).sum(-1, keepdim=True)
+        return v / c - (a * uv / (c * (c + a * uu))) * u
+
+    def closed_form_control(self, t: Time, z: Tensor, p: Tensor) -> Tensor:
+        """u* = −N e^{−w/2} q, w = W₀(N‖q‖²), q = B(z)ᵀp; differentiable in z and p."""
+        self.check_inputs(z, p=p)
+        q = self.control_matrix_transpose(z, p).reshape(z.shape[0], self.control_dim)
+        w = lambertw(self.n_agents * (q * q).sum(-1, keepdim=True))
+        return -self.n_agents * torch.exp(-0.5 * w) * q
+
+    def optimal_control(self, t: Time, z: Tensor, p: Tensor, u0: Tensor | None = None,
+                        options: NewtonOptions = NewtonOptions()) -> InnerSolution:
+        """The closed form (detached, like the base Newton solve); the residual is measured
+        relative to ``1 + ‖∇_u H(u0)‖`` (u0 defaults to hover thrust), as for Newton."""
+        self.check_inputs(z, u0, p)
+        tol = options.tol if options.tol is not None else self.default_tol()
+        with torch.no_grad():
+            u = self.closed_form_control(t, z, p)
+            start = self.initial_control(t, z) if u0 is None else u0
+            scale = 1.0 + self.grad_u_hamiltonian(t, z, p, start).norm(dim=-1)
+            res = self.stationarity_residual(t, z, p, u, scale)
+        return InnerSolution(u, res, 0, bool(res.max() <= tol))
+
+    def initial_control(self, t: Time, z: Tensor) -> Tensor:
+        """Hover thrust m g per drone, zero angular accelerations."""
+        u = torch.zeros(z.shape[0], self.n_agents, AGENT_CONTROL, dtype=z.dtype, device=z.device)
+        u[..., 0] = self.mass * self.gravity
+        return u.reshape(z.shape[0], self.control_dim)
+
+    def sample_initial_states(self, batch: int, generator: torch.Generator | None = None
+                              ) -> Tensor:
+        """Positions and angles init_std·𝒩(0, 1), velocities 0 (drawn in float64 on the CPU)."""
+        batch = positive_int(batch, "batch")
+        pose = torch.randn(batch, self.n_agents, 6, generator=generator, dtype=torch.float64)
+        z = torch.cat([self.init_std * pose, torch.zeros_like(pose)], dim=-1)
+        return z.reshape(batch, self.state_dim).to(dtype=self.dtype, device=self.device)
