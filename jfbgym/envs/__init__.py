@@ -1,0 +1,12 @@
+"""Gymnasium, batched torch and PettingZoo environments over the jfbgym problems.
+
+Every env is a thin adapter over a ``ControlProblem``: an episode's return is −J.
+"""
+
+from jfbgym.envs.control_env import ControlEnv, ControlVectorEnv, action_bounds
+from jfbgym.envs.multiagent import ControlParallelEnv, parallel_env
+from jfbgym.envs.registry import ENV_SPECS
+from jfbgym.envs.rendering import render_frame
+
+__all__ = ["ControlEnv", "ControlVectorEnv", "ControlParallelEnv", "ENV_SPECS", "action_bounds",
+           "parallel_env", "render_frame"]

@@ -1,0 +1,447 @@
+"""Gymnasium adapters over a ``ControlProblem``: a single env and a torch-batched vector env.
+
+Both are thin: one env step is one Euler step ``problem.step`` of length h = T/nt, and the reward
+is ``−h·L(t_k, z_k, u_k)``, plus ``−G(z_nt)`` on the last step, so an episode's return is exactly
+``−problem.objective`` of the same control sequence.
+
+**Observation** ``(n + 1,)`` float32: the state z followed by the time t. Unbounded Box.
+
+**Action** ``(m,)`` float32: the joint control u, a Box whose bounds (``action_bounds``) contain
+every control the optimal policy uses. Actions outside the box are clipped onto it; NaN/inf or a
+wrong shape raise ``ValueError``. Bounds per problem:
+
+* QuadSwarm / Quadrotor: every component in [−6, 6]. By the Lambert-W law of the inner problem,
+  ‖u*‖² = N·W₀(N‖q‖²) grows only like a logarithm of the costate q = B(z)ᵀp, so a drone needs a
+  costate beyond ~10⁷ before any of its components reaches 6; and the bound keeps the cost
+  exp(½‖u‖²/N) of *every* admissible action finite in float32 (at most e^72).
+* MultiBicycle: steering within the problem's limit π/2 − 0.25, acceleration in [−10, 10]
+  (the optimal acceleration is O(0.1–1): a unit distance covered in T = 4).
+* ConsumptionSavings: consumption in [0, U], U = x_max / h with x_max = the largest initial
+  wealth grown at rate r for the whole horizon: one good consuming U for one step spends more
+  than the account can ever hold.
+* LinearQuadratic: |u_j| ≤ 10·max(σ₀, 1)·max_k ‖K_k‖_∞ with K_k the discrete Riccati gains, i.e.
+  the optimal feedback u = −K z for any |z|∞ ≤ 10 σ₀ (σ₀ = ``init_std``).
+
+**Episode end**: ``terminated`` at t = T (after ``n_steps`` steps); ``truncated`` is False (the
+vector env truncates only if given a smaller ``max_episode_steps``). ``info`` carries the
+``running_cost`` (h·L) and ``terminal_cost`` (G, 0 before the end) as floats.
+
+**Starting state**: ``problem.sample_initial_states`` driven by a ``torch.Generator`` that
+``reset(seed=...)`` seeds (same seed, same episode); ``reset(options={"initial_state": z0})``
+starts from a given state instead.
+
+**Arguments**: ``env_id`` (an id of ``jfbgym.envs.registry.ENV_SPECS``) and any problem keyword
+(``n_agents``, ``targets``, ``n_steps``, ...), or a ready ``problem``; ``render_mode``
+(``"rgb_array"`` or ``"human"``), ``dtype`` and ``device`` of the simulation (the single env
+defaults to float64: exact returns cost nothing at batch size one).
+
+``ControlVectorEnv`` runs K episodes as one (K, n) tensor on any device with Gymnasium's
+next-step autoreset, numpy in and out; ``reset_torch``/``step_torch`` are the same code with
+tensors in and out, and with ``differentiable=True`` gradients flow from the rewards back to the
+actions and initial states (off by default, as in VMAS and gymnax).
+
+Version history: v0 — first release.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from torch import Tensor
+
+from jfbgym.envs.registry import problem_for_env
+from jfbgym.envs.rendering import render_frame
+from jfbgym.problems import ControlProblem
+
+QUAD_BOUND = 6.0
+BICYCLE_ACCEL_BOUND = 10.0
+RENDER_FPS = 20
+
+
+# ----------------------------------------------------------------------------- shared pieces
+def action_bounds(problem: ControlProblem) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) float32 arrays of shape (m,) for ``problem`` (see the module docstring)."""
+    m = problem.control_dim
+    if problem.name == "QuadSwarm":
+        low, high = np.full(m, -QUAD_BOUND), np.full(m, QUAD_BOUND)
+    elif problem.name == "MultiBicycle":
+        low = np.tile([-math.pi / 2 + 0.25, -BICYCLE_ACCEL_BOUND], problem.n_agents)
+        high = -low
+    elif problem.name == "ConsumptionSavings":
+        cfg = problem.config()
+        x_max = (25.0 + 0.1) * math.exp(cfg.get("r", 3.0) * problem.horizon)
+        low, high = np.zeros(m), np.full(m, x_max / problem.step_size)
+    elif problem.name == "LinearQuadratic":
+        gains = problem.discrete_riccati()[1]
+        bound = 10.0 * max(problem.init_std, 1.0) * float(gains.abs().sum(-1).max())
+        low, high = np.full(m, -max(bound, 1.0)), np.full(m, max(bound, 1.0))
+    else:
+        raise ValueError(f"problem: expected one of QuadSwarm, MultiBicycle, ConsumptionSavings, "
+                         f"LinearQuadratic, got {problem.name!r}")
+    box = problem.control_bounds  # the dynamics' own box, where it has one, wins
+    if box is not None:
+        low = np.maximum(low, box[0].detach().cpu().double().numpy())
+        high = np.minimum(high, box[1].detach().cpu().double().numpy())
+    return low.astype(np.float32), high.astype(np.float32)
+
+
+def build_problem(env_id: str | None, problem: ControlProblem | None, dtype: torch.dtype,
+                  device: str | torch.device, problem_kwargs: dict) -> ControlProblem:
+    """The problem an env wraps: a given one, or the one ``env_id`` stands for."""
+    if problem is not None:
+        if not isinstance(problem, ControlProblem):
+            raise ValueError(f"problem: expected a ControlProblem, got {type(problem).__name__}")
+        if env_id is not None or problem_kwargs:
+            raise ValueError("problem: expected either a problem or env_id with keywords, "
+                             "not both")
+        return problem
+    if env_id is None:
+        raise ValueError("env_id: expected a registered id (or pass problem=), got None")
+    return problem_for_env(env_id, dtype=dtype, device=device, **problem_kwargs)
+
+
+def check_actions(actions: Any, shape: tuple[int, ...], name: str = "action") -> np.ndarray:
+    """``actions`` as a float64 array of exactly ``shape``, finite, else ``ValueError``."""
+    try:
+        a = np.asarray(actions, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name}: expected a numeric array of shape {shape}, got "
+                         f"{type(actions).__name__}") from err
+    if a.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: expected finite values, got NaN or inf")
+    return a
+
+
+def transition(problem: ControlProblem, t: Tensor, z: Tensor, u: Tensor, last: Tensor | bool
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of a batch: (z_{k+1}, running cost h·L(t_k, z_k, u_k), terminal cost G(z_{k+1})
+    where ``last`` else 0) — exactly the terms of ``problem.objective``."""
+    running = problem.step_size * problem.running_cost(t, z, u)
+    z_next = problem.step(t, z, u)
+    if isinstance(last, bool):
+        terminal = problem.terminal_cost(z_next) if last else torch.zeros_like(running)
+    elif bool(last.any()):
+        terminal = torch.where(last, problem.terminal_cost(z_next), 0.0)
+    else:
+        terminal = torch.zeros_like(running)
+    return z_next, running, terminal
+
+
+def observation(z: Tensor, t: Tensor) -> Tensor:
+    """[z, t] per row, shape (B, n + 1)."""
+    return torch.cat([z, t.reshape(-1, 1).to(z.dtype)], dim=1)
+
+
+def _observation_space(problem: ControlProblem) -> spaces.Box:
+    return spaces.Box(-np.inf, np.inf, shape=(problem.state_dim + 1,), dtype=np.float32)
+
+
+def _initial_state(problem: ControlProblem, value: Any, batch: int) -> Tensor:
+    """``options["initial_state"]`` as a (batch, n) tensor, validated."""
+    if isinstance(value, Tensor):
+        x0 = value.to(dtype=problem.dtype, device=problem.device)
+    else:
+        x0 = torch.as_tensor(check_actions(value, np.shape(value), "initial_state"),
+                             dtype=problem.dtype, device=problem.device)
+    if x0.dim() == 1:
+        x0 = x0.unsqueeze(0).expand(batch, -1)
+    if tuple(x0.shape) != (batch, problem.state_dim) or not bool(torch.isfinite(x0).all()):
+        raise ValueError(f"initial_state: expected finite values of shape ({problem.state_dim},) "
+                         f"or ({batch}, {problem.state_dim}), got {tuple(x0.shape)}")
+    return x0
+
+
+class _Seeding:
+    """A torch.Generator driven by Gymnasium's seeding: ``reset(seed)`` reseeds it; the first
+    unseeded reset draws its seed from ``np_random`` (itself randomly seeded)."""
+
+    generator: torch.Generator | None = None
+
+    def _seed_generator(self, seed: int | None, np_random: np.random.Generator) -> torch.Generator:
+        if seed is not None or self.generator is None:
+            self.generator = torch.Generator()
+            self.generator.manual_seed(int(np_random.integers(2**62)) if seed is None else seed)
+        return self.generator
+
+
+class _Viewer:
+    """A pyplot window for ``render_mode="human"`` (a no-op display under Agg)."""
+
+    def __init__(self) -> None:
+        self.figure, self.image = None, None
+
+    def show(self, frame: np.ndarray) -> None:
+        import matplotlib.pyplot as plt
+
+        if self.figure is None:
+            self.figure = plt.figure()
+            ax = self.figure.add_axes((0, 0, 1, 1))
+            ax.set_axis_off()
+            self.image = ax.imshow(frame)
+        else:
+            self.image.set_data(frame)
+        plt.pause(1.0 / RENDER_FPS)
+
+    def close(self) -> None:
+        if self.figure is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(self.figure)
+        self.figure, self.image = None, None
+
+
+# ------------------------------------------------------------------------------- single env
+class ControlEnv(gym.Env[np.ndarray, np.ndarray], _Seeding):
+    """One episode of a control problem; see the module docstring for spaces and rewards."""
+
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": RENDER_FPS}
+
+    def __init__(self, env_id: str | None = None, *, problem: ControlProblem | None = None,
+                 render_mode: str | None = None, dtype: torch.dtype = torch.float64,
+                 device: str | torch.device = "cpu", **problem_kwargs: Any) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode: expected one of {self.metadata['render_modes']} or "
+                             f"None, got {render_mode!r}")
+        self.problem = build_problem(env_id, problem, dtype, device, problem_kwargs)
+        self.render_mode = render_mode
+        low, high = action_bounds(self.problem)
+        self.action_space = spaces.Box(low, high, dtype=np.float32)
+        self.observation_space = _observation_space(self.problem)
+        self._low = torch.as_tensor(low, dtype=self.problem.dtype, device=self.problem.device)
+        self._high = torch.as_tensor(high, dtype=self.problem.dtype, device=self.problem.device)
+        self._times = self.problem.times()
+        self._z: Tensor | None = None
+        self._k = 0
+        self._history: list[Tensor] = []
+        self._controls: list[Tensor] = []
+        self._viewer = _Viewer()
+
+    @property
+    def state(self) -> np.ndarray:
+        """The current state z (a float64 copy), for tests and tools."""
+        if self._z is None:
+            raise RuntimeError("state: call reset() first")
+        return self._z[0].detach().cpu().double().numpy().copy()
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._z is None:
+            raise RuntimeError("step: call reset() first")
+        if self._k >= self.problem.n_steps:
+            raise RuntimeError("step: the episode has ended (t = T); call reset()")
+        a = check_actions(action, (self.problem.control_dim,))
+        with torch.no_grad():
+            u = torch.as_tensor(a, dtype=self.problem.dtype, device=self.problem.device)
+            u = torch.clamp(u, self._low, self._high).unsqueeze(0)
+            last = self._k + 1 == self.problem.n_steps
+            self._z, running, terminal = transition(self.problem, self._times[self._k], self._z,
+                                                    u, last)
+        self._k += 1
+        if self.render_mode is not None:
+            self._history.append(self._z[0])
+            self._controls.append(u[0])
+        if self.render_mode == "human":
+            self.render()
+        info = {"running_cost": float(running), "terminal_cost": float(terminal)}
+        return self._observation(), -(info["running_cost"] + info["terminal_cost"]), last, \
+            False, info
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None
+              ) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        generator = self._seed_generator(seed, self.np_random)
+        if options and "initial_state" in options:
+            self._z = _initial_state(self.problem, options["initial_state"], 1).clone()
+        else:
+            self._z = self.problem.sample_initial_states(1, generator)
+        self._k = 0
+        self._history, self._controls = [self._z[0]], []
+        if self.render_mode == "human":
+            self.render()
+        return self._observation(), {}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render: no render_mode was given at construction")
+            return None
+        if self._z is None:
+            raise RuntimeError("render: call reset() first")
+        frame = render_frame(self.problem, torch.stack(self._history),
+                             torch.stack(self._controls) if self._controls else None)
+        if self.render_mode == "human":
+            self._viewer.show(frame)
+            return None
+        return frame
+
+    def close(self) -> None:
+        self._viewer.close()
+
+    def _observation(self) -> np.ndarray:
+        t = self._times[self._k].reshape(1)
+        return observation(self._z, t)[0].detach().cpu().numpy().astype(np.float32)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_viewer"] = _Viewer()  # a window does not pickle
+        return state
+
+
+# ------------------------------------------------------------------------------- vector env
+class ControlVectorEnv(VectorEnv, _Seeding):
+    """K episodes of one problem in one (K, n) tensor, with next-step autoreset.
+
+    ``step`` takes a (K, m) numpy array; an env that ended on the previous step is reset
+    instead of stepped (its action ignored, reward 0, not terminated), as Gymnasium's
+    ``AutoresetMode.NEXT_STEP`` prescribes. ``info`` holds per-env ``running_cost`` and
+    ``terminal_cost`` arrays. ``reset_torch``/``step_torch`` are the tensor interface.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS,
+                "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, env_id: str | None = None, num_envs: int = 1, *,
+                 problem: ControlProblem | None = None, max_episode_steps: int | None = None,
+                 render_mode: str | None = None, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu", differentiable: bool = False,
+                 **problem_kwargs: Any) -> None:
+        if not (isinstance(num_envs, int) and not isinstance(num_envs, bool) and num_envs >= 1):
+            raise ValueError(f"num_envs: expected an integer >= 1, got {num_envs!r}")
+        if max_episode_steps is not None and not (isinstance(max_episode_steps, int)
+                                                  and max_episode_steps >= 1):
+            raise ValueError(f"max_episode_steps: expected an integer >= 1 or None, got "
+                             f"{max_episode_steps!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode: expected one of {self.metadata['render_modes']} or "
+                             f"None, got {render_mode!r}")
+        self.problem = build_problem(env_id, problem, dtype, device, problem_kwargs)
+        self.num_envs = num_envs
+        self.max_episode_steps = max_episode_steps
+        self.render_mode = render_mode
+        self.differentiable = bool(differentiable)
+        low, high = action_bounds(self.problem)
+        self.single_action_space = spaces.Box(low, high, dtype=np.float32)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.single_observation_space = _observation_space(self.problem)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self._low = torch.as_tensor(low, dtype=self.problem.dtype, device=self.problem.device)
+        self._high = torch.as_tensor(high, dtype=self.problem.dtype, device=self.problem.device)
+        self._times = self.problem.times()
+        self._z: Tensor | None = None
+        self._k = torch.zeros(num_envs, dtype=torch.long, device=self.problem.device)
+        self._done = torch.zeros(num_envs, dtype=torch.bool, device=self.problem.device)
+        self._history: list[Tensor] = []
+
+    # --------------------------------------------------------------- torch interface
+    @property
+    def state(self) -> Tensor:
+        """The current states (K, n) (part of the graph when differentiable)."""
+        if self._z is None:
+            raise RuntimeError("state: call reset() first")
+        return self._z
+
+    def reset_torch(self, seed: int | None = None, initial_state: Tensor | None = None
+                    ) -> Tensor:
+        """Start all K episodes; returns observations (K, n + 1) in the problem's dtype.
+
+        ``initial_state`` ((K, n) or (n,)) replaces sampling; with ``differentiable=True`` it
+        may require grad and the episode costs are differentiable in it.
+        """
+        if seed is not None:
+            VectorEnv.reset(self, seed=seed)
+        generator = self._seed_generator(seed, self.np_random)
+        with torch.set_grad_enabled(self.differentiable):
+            if initial_state is not None:
+                self._z = _initial_state(self.problem, initial_state, self.num_envs)
+            else:
+                self._z = self.problem.sample_initial_states(self.num_envs, generator)
+        self._k.zero_()
+        self._done.zero_()
+        self._history = [self._z.detach()] if self.render_mode else []
+        return observation(self._z, self._times[self._k])
+
+    def step_torch(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Step with a (K, m) tensor; returns (obs (K, n+1), reward (K,), terminated (K,),
+        truncated (K,)) as tensors. Actions are clipped onto the action box (zero gradient
+        outside it); NaN/inf or a wrong shape raise ``ValueError``."""
+        if self._z is None:
+            raise RuntimeError("step_torch: call reset_torch() or reset() first")
+        shape = (self.num_envs, self.problem.control_dim)
+        if not isinstance(actions, Tensor) or tuple(actions.shape) != shape:
+            raise ValueError(f"actions: expected a tensor of shape {shape}, got "
+                             f"{tuple(actions.shape) if isinstance(actions, Tensor) else type(actions).__name__}")
+        u = actions.to(dtype=self.problem.dtype, device=self.problem.device)
+        if not bool(torch.isfinite(u).all()):
+            raise ValueError("actions: expected finite values, got NaN or inf")
+        with torch.set_grad_enabled(self.differentiable):
+            u = torch.clamp(u, self._low, self._high)
+            k_next = self._k + 1
+            terminated = k_next >= self.problem.n_steps
+            z, running, terminal = transition(self.problem, self._times[self._k], self._z, u,
+                                              terminated)
+            truncated = (k_next >= self.max_episode_steps) & ~terminated \
+                if self.max_episode_steps is not None else torch.zeros_like(terminated)
+            reward = -(running + terminal)
+            restart = self._done
+            if bool(restart.any()):  # next-step autoreset: these envs start over instead
+                fresh = self.problem.sample_initial_states(int(restart.sum()), self.generator)
+                z = z.index_put((restart,), fresh)
+                k_next = torch.where(restart, 0, k_next)
+                zero = torch.zeros((), dtype=reward.dtype, device=reward.device)
+                reward = torch.where(restart, zero, reward)
+                running = torch.where(restart, zero, running)
+                terminal = torch.where(restart, zero, terminal)
+                terminated = terminated & ~restart
+                truncated = truncated & ~restart
+        self._z, self._k = z, k_next
+        self._done = terminated | truncated
+        self._last_costs = (running, terminal)
+        if self.render_mode:
+            self._history.append(z.detach())
+        return observation(z, self._times[k_next]), reward, terminated, truncated
+
+    # --------------------------------------------------------------- Gymnasium interface
+    def reset(self, *, seed: int | None = None, options: dict | None = None
+              ) -> tuple[np.ndarray, dict]:
+        initial = (options or {}).get("initial_state")
+        if initial is not None:
+            initial = _initial_state(self.problem, initial, self.num_envs)
+        with torch.no_grad():
+            obs = self.reset_torch(seed=seed, initial_state=initial)
+        return self._numpy(obs, np.float32), {}
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                 np.ndarray, dict]:
+        a = check_actions(actions, (self.num_envs, self.problem.control_dim), "actions")
+        u = torch.as_tensor(a, dtype=self.problem.dtype).to(self.problem.device)
+        with torch.no_grad():
+            obs, reward, terminated, truncated = self.step_torch(u)
+        running, terminal = self._last_costs
+        every = np.ones(self.num_envs, dtype=bool)
+        info = {"running_cost": self._numpy(running, np.float64), "_running_cost": every,
+                "terminal_cost": self._numpy(terminal, np.float64), "_terminal_cost": every.copy()}
+        return (self._numpy(obs, np.float32), self._numpy(reward, np.float64),
+                terminated.cpu().numpy().copy(), truncated.cpu().numpy().copy(), info)
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """One frame per env (its episode so far); the history is kept only when rendering."""
+        if self.render_mode is None:
+            gym.logger.warn("render: no render_mode was given at construction")
+            return None
+        if self._z is None:
+            raise RuntimeError("render: call reset() first")
+        history = torch.stack(self._history, dim=1)  # (K, steps + 1, n)
+        start = (len(self._history) - 1 - self._k).clamp_min(0)
+        return tuple(render_frame(self.problem, history[i, int(start[i]):])
+                     for i in range(self.num_envs))
+
+    @staticmethod
+    def _numpy(x: Tensor, dtype: type) -> np.ndarray:
+        return x.detach().cpu().numpy().astype(dtype, copy=True)

@@ -1,0 +1,178 @@
+"""PettingZoo ``ParallelEnv`` over the multi-agent problems: one agent per quadrotor, bicycle
+or consumption stream, all acting at once on the joint control.
+
+The env wraps a single ``ControlEnv`` (same dynamics, costs, clipping, seeding, rendering) and
+only splits its observation and reward per agent and joins the agents' actions.
+
+**Agents** ``agent_0 .. agent_{N-1}``; all end together at t = T (then ``agents`` is empty).
+
+**Action** of agent i: its own control block, a slice of the joint action box (QuadSwarm: 4,
+MultiBicycle: 2, ConsumptionSavings: 1 — the consumption of good i).
+
+**Observation** of agent i (float32, unbounded Box):
+
+* QuadSwarm / Quadrotor: own state (12), own target position (3), the positions of its
+  ``neighbours`` nearest drones relative to it (3 each, nearest first), t. N = 1 is supported
+  (no neighbours).
+* MultiBicycle: own state (4), the target (2), the relative positions of its ``neighbours``
+  nearest bicycles (2 each, nearest first), t.
+* ConsumptionSavings: the shared wealth, its own habit, the mean habit of all goods, t.
+
+``neighbours`` defaults to all the others up to 8 (``min(N − 1, 8)``).
+
+**Reward**: every agent receives the joint reward divided by N, so the agents' returns sum to
+−J. ``infos[agent]`` carries the joint ``running_cost`` and ``terminal_cost``.
+``state()`` is the global observation [z, t] (float32), ``state_space`` its Box.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from jfbgym.envs.control_env import ControlEnv, check_actions
+from jfbgym.envs.registry import problem_kwargs, strip_namespace
+from jfbgym.problems import ControlProblem
+
+MAX_NEIGHBOURS = 8
+_POSITION_DIMS = {"QuadSwarm": 3, "MultiBicycle": 2}  # agent-major, positions first
+
+
+def _targets(problem: ControlProblem) -> np.ndarray:
+    """Per-agent target positions (N, k) of a positional problem."""
+    if problem.name == "QuadSwarm":
+        return problem.targets_state[:, :3].detach().cpu().double().numpy()
+    target = np.asarray(torch.as_tensor(getattr(problem, "target", (1.0, 1.0)),
+                                        dtype=torch.float64).reshape(-1)[:2])
+    return np.broadcast_to(target, (problem.n_agents, 2))
+
+
+def nearest_relative_positions(positions: np.ndarray, k: int) -> np.ndarray:
+    """For each agent, the positions of its k nearest others minus its own, nearest first:
+    ``positions (N, d)`` -> ``(N, k, d)``. Ties break by agent index (stable sort)."""
+    rel = positions[None, :, :] - positions[:, None, :]  # rel[i, j] = q_j − q_i
+    dist = (rel * rel).sum(-1)
+    np.fill_diagonal(dist, np.inf)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(rel, order[..., None], axis=1)
+
+
+class ControlParallelEnv(ParallelEnv):
+    """One agent per control block of a multi-agent problem (see the module docstring)."""
+
+    metadata = {"name": "jfbgym_control", "render_modes": ["human", "rgb_array"],
+                "is_parallelizable": True, "render_fps": ControlEnv.metadata["render_fps"]}
+
+    def __init__(self, env_id: str, *, render_mode: str | None = None,
+                 neighbours: int | None = None, dtype: torch.dtype = torch.float64,
+                 device: str | torch.device = "cpu", **kwargs: Any) -> None:
+        name, _ = problem_kwargs(env_id)
+        if name not in ("QuadSwarm", "MultiBicycle", "ConsumptionSavings"):
+            raise ValueError(f"env_id: expected a multi-agent id (QuadSwarm-v0, Quadrotor-v0, "
+                             f"MultiBicycle-v0, ConsumptionSavings-v0), got {env_id!r}")
+        self.env = ControlEnv(strip_namespace(env_id), render_mode=render_mode, dtype=dtype,
+                              device=device, **kwargs)
+        self.problem = self.env.problem
+        self.render_mode = render_mode
+        n = self.problem.n_agents
+        if neighbours is None:
+            neighbours = min(n - 1, MAX_NEIGHBOURS)
+        if not (isinstance(neighbours, int) and 0 <= neighbours <= n - 1):
+            raise ValueError(f"neighbours: expected an integer in [0, {n - 1}], got "
+                             f"{neighbours!r}")
+        self.neighbours = neighbours if name in _POSITION_DIMS else 0
+        self.possible_agents = [f"agent_{i}" for i in range(n)]
+        self.agents: list[str] = []
+        self._index = {agent: i for i, agent in enumerate(self.possible_agents)}
+        self._block = self.problem.agent_control_dim
+        self.state_space = self.env.observation_space
+        self._obs_dim = self._observe(np.zeros(self.problem.state_dim), 0.0).shape[1]
+
+    @functools.lru_cache(maxsize=None)
+    def observation_space(self, agent: str) -> spaces.Box:
+        self._agent_index(agent)
+        return spaces.Box(-np.inf, np.inf, shape=(self._obs_dim,), dtype=np.float32)
+
+    @functools.lru_cache(maxsize=None)
+    def action_space(self, agent: str) -> spaces.Box:
+        i = self._agent_index(agent)
+        box = self.env.action_space
+        sl = slice(i * self._block, (i + 1) * self._block)
+        return spaces.Box(box.low[sl], box.high[sl], dtype=np.float32)
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        if not self.agents:
+            raise RuntimeError("step: no live agents; call reset()")
+        if not isinstance(actions, dict) or set(actions) != set(self.agents):
+            got = sorted(actions) if isinstance(actions, dict) else type(actions).__name__
+            raise ValueError(f"actions: expected a dict with one action per live agent "
+                             f"{self.agents}, got {got}")
+        joint = np.concatenate([check_actions(actions[a], (self._block,), f"actions[{a!r}]")
+                                for a in self.agents])
+        _, reward, terminated, truncated, info = self.env.step(joint)
+        obs = self._agent_dict(self._observe(self.env.state, self._time()))
+        share = reward / self.problem.n_agents
+        agents = self.agents
+        rewards = {a: share for a in agents}
+        terms = {a: terminated for a in agents}
+        truncs = {a: truncated for a in agents}
+        infos = {a: dict(info) for a in agents}
+        if terminated or truncated:
+            self.agents = []
+        return obs, rewards, terms, truncs, infos
+
+    def reset(self, seed: int | None = None, options: dict | None = None
+              ) -> tuple[dict, dict]:
+        self.env.reset(seed=seed, options=options)
+        self.agents = list(self.possible_agents)
+        obs = self._agent_dict(self._observe(self.env.state, self._time()))
+        return obs, {a: {} for a in self.agents}
+
+    def render(self) -> np.ndarray | None:
+        return self.env.render()
+
+    def close(self) -> None:
+        self.env.close()
+
+    def state(self) -> np.ndarray:
+        """The global observation [z, t] (float32)."""
+        z = self.env.state
+        return np.concatenate([z, [self._time()]]).astype(np.float32)
+
+    # ---------------------------------------------------------------- helpers
+    def _agent_index(self, agent: str) -> int:
+        if agent not in self._index:
+            raise ValueError(f"agent: expected one of {self.possible_agents[:3]}..., got "
+                             f"{agent!r}")
+        return self._index[agent]
+
+    def _time(self) -> float:
+        return float(self.env._times[self.env._k])
+
+    def _agent_dict(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        return {a: obs[self._index[a]].copy() for a in self.agents}
+
+    def _observe(self, z: np.ndarray, t: float) -> np.ndarray:
+        """Per-agent observations (N, d) from the joint state (see the module docstring)."""
+        problem, n = self.problem, self.problem.n_agents
+        if problem.name == "ConsumptionSavings":
+            wealth, habits = z[0], z[1:]
+            cols = [np.full(n, wealth), habits, np.full(n, habits.mean()), np.full(n, t)]
+            return np.stack(cols, axis=1).astype(np.float32)
+        own = z.reshape(n, -1)
+        k = _POSITION_DIMS[problem.name]
+        positions = own[:, :k]
+        neighbours = nearest_relative_positions(positions, self.neighbours).reshape(n, -1)
+        return np.concatenate([own, _targets(problem), neighbours, np.full((n, 1), t)],
+                              axis=1).astype(np.float32)
+
+
+def parallel_env(env_id: str, **kwargs: Any) -> ControlParallelEnv:
+    """PettingZoo parallel env for a multi-agent id, e.g.
+    ``parallel_env("QuadSwarm-v0", n_agents=100, neighbours=8)``; problem keywords pass through."""
+    return ControlParallelEnv(env_id, **kwargs)
