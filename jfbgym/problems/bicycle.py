@@ -1,0 +1,294 @@
+"""MultiBicycle: N kinematic bicycles driving to a target; tan(steering) makes H implicit.
+
+Per agent the state is (x, y, ψ heading, v speed) and the control is (δ steering, a
+acceleration); the joint state (B, 4N) and control (B, 2N) are agent-major. Dynamics
+(``shared/problems.md``), with the steering clamped to |δ| ≤ δ_max = π/2 − 0.25 as in the
+reference:
+
+    ẋ = v cos ψ,   ẏ = v sin ψ,   ψ̇ = (v / l) tan(clip δ),   v̇ = a,        l = 0.05
+
+Costs: L = ½‖u‖² + α_int W(x, y) (W the planar pairwise Gaussian of ``interaction.py``; the
+control cost is on the *unclipped* u, so controls outside the box only cost more), and
+G = α_G · ½ Σ_i ‖(x_i, y_i)(T) − target_i‖².
+
+Inner problem. H separates into one 1-D problem per agent and control entry:
+a* = −p_v, and with c = p_ψ v / l the steering minimises φ(δ) = ½δ² + c tan δ on
+[−δ_max, δ_max]. φ is not convex (φ'' = 1 + 2c tan δ sec²δ), and may have an interior local
+minimum *and* a better one at the box end, so a local Newton solve is not enough.
+``optimal_control`` returns the global minimiser (see ``steering_minimiser``); the Hessian
+solve, for Newton methods elsewhere, uses the positive-definite modification
+max(|φ''|, 1e-3) so that Newton directions descend.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .base import ControlProblem, InnerSolution, NewtonOptions, Time, positive_float, \
+    positive_int, require
+from .interaction import interaction, interaction_grad
+
+AGENT_STATE, AGENT_CONTROL = 4, 2
+CURVATURE_FLOOR = 1e-3  # smallest |φ''| the PD-modified Hessian solve uses
+
+
+def _nonnegative_float(value: object, name: str) -> float:
+    require(isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(float(value)) and float(value) >= 0,
+            name, "a finite number >= 0", value)
+    return float(value)  # type: ignore[arg-type]
+
+
+def _finite(value: object, name: str) -> float:
+    require(isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(float(value)), name, "finite numbers", value)
+    return float(value)  # type: ignore[arg-type]
+
+
+def steering_minimiser(c: Tensor, max_steering: float, max_iters: int = 100) -> Tensor:
+    """Global minimiser of φ(δ) = ½δ² + c tan δ on [−δ_max, δ_max], element-wise in ``c``.
+
+    Why it is global: φ is odd-symmetric in (c, δ), so take c ≥ 0 and write δ = −w,
+    ψ(w) = φ(−w) = ½w² − c tan w on [0, δ_max] (for δ > 0, φ' > 0, so no minimiser there).
+    ψ'' = 1 − 2c tan w sec²w decreases in w, so ψ' is increasing on [0, w_m] and decreasing
+    on [w_m, δ_max], where w_m is the inflection point (tan w_m is the real root of
+    τ³ + τ = 1/(2c), Cardano's formula) or δ_max if there is none. Since ψ'(0) = −c ≤ 0:
+
+    * if ψ'(w_m) < 0, ψ' < 0 throughout and the minimiser is the box end δ_max;
+    * otherwise ψ' has exactly one root w* in [0, w_m], the only interior local minimum, and
+      Newton from w = 0 reaches it monotonically (ψ' is concave and increasing there, so the
+      iterates never overshoot); the box end is the only other candidate, and the smaller of
+      ψ(w*) and ψ(δ_max) wins.
+    """
+    limit = max_steering
+    sign = torch.where(c < 0, 1.0, -1.0).to(c.dtype)  # δ = sign · w
+    k = c.abs()
+    tan_l = math.tan(limit)
+    sec2_l = 1.0 / math.cos(limit) ** 2
+    inflects = 2.0 * k * tan_l * sec2_l > 1.0  # ψ''(δ_max) < 0: an inflection inside the box
+    q = 1.0 / (4.0 * torch.where(inflects, k, torch.ones_like(k)))  # τ³ + τ = 2q
+    a = torch.pow(q + torch.sqrt(q * q + 1.0 / 27.0), 1.0 / 3.0)
+    tau = 2.0 * q / (a * a + 1.0 / 3.0 + 1.0 / (9.0 * a * a))  # Cardano without cancellation
+    w_m = torch.where(inflects, torch.atan(tau).clamp(max=limit), torch.full_like(k, limit))
+
+    def dpsi(w: Tensor) -> Tensor:
+        return w - k / torch.cos(w) ** 2
+
+    exists = dpsi(w_m) >= 0
+    w = torch.zeros_like(k)
+    eps = torch.finfo(c.dtype).eps
+    for _ in range(max_iters):
+        g = dpsi(w)
+        curv = (1.0 - 2.0 * k * torch.tan(w) / torch.cos(w) ** 2).clamp_min(eps)
+        w_new = torch.where(exists, torch.minimum(w - g / curv, w_m), w)
+        moved = (w_new - w).abs() > 4 * eps * (1.0 + w.abs())
+        w = w_new
+        if not bool(moved.any()):
+            break
+
+    def psi(v: Tensor) -> Tensor:
+        return 0.5 * v * v - k * torch.tan(v)
+
+    end = torch.full_like(k, limit)
+    w = torch.where(exists & (psi(w) <= psi(end)), w, end)
+    return sign * w
+
+
+class MultiBicycle(ControlProblem):
+    """N kinematic bicycles steering to a target (``shared/problems.md``), agent-major layout.
+
+    Arguments: ``n_agents`` (N), ``wheelbase`` (l), ``max_steering`` (δ_max, in (0, π/2)),
+    ``alpha_int``, ``radius`` (r of W), ``interaction_cutoff`` (None: no cut-off),
+    ``alpha_G``, ``target`` (a point (2,) shared by all agents, or one per agent (N, 2)),
+    ``init_std`` (std of the initial x, y), ``init_heading``, ``init_speed`` (constants),
+    ``horizon``, ``n_steps``, ``dtype``, ``device``.
+    """
+
+    name = "MultiBicycle"
+
+    def __init__(self, n_agents: int = 5, wheelbase: float = 0.05,
+                 max_steering: float = math.pi / 2 - 0.25, alpha_int: float = 0.1,
+                 radius: float = 1.0, interaction_cutoff: float | None = None,
+                 alpha_G: float = 500.0,
+                 target: Sequence[float] | Sequence[Sequence[float]] = (1.0, 1.0),
+                 init_std: float = 0.1, init_heading: float = 0.1, init_speed: float = 0.1,
+                 horizon: float = 4.0, n_steps: int = 60, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu") -> None:
+        n = positive_int(n_agents, "n_agents")
+        self.wheelbase = positive_float(wheelbase, "wheelbase")
+        self.max_steering = positive_float(max_steering, "max_steering")
+        require(self.max_steering < math.pi / 2, "max_steering", "a number in (0, π/2)",
+                max_steering)
+        self.alpha_int = _nonnegative_float(alpha_int, "alpha_int")
+        self.radius = positive_float(radius, "radius")
+        self.interaction_cutoff = (None if interaction_cutoff is None
+                                   else positive_float(interaction_cutoff, "interaction_cutoff"))
+        self.alpha_G = _nonnegative_float(alpha_G, "alpha_G")
+        if isinstance(target, Tensor):
+            target = target.tolist()
+        expected = f"a point (2,) or one point per agent ({n}, 2)"
+        require(isinstance(target, (list, tuple)), "target", expected, target)
+        if len(target) == 2 and not any(isinstance(v, (list, tuple)) for v in target):
+            self.target: list = [_finite(v, "target") for v in target]
+            goal = [self.target] * n
+        else:
+            require(len(target) == n and all(isinstance(row, (list, tuple)) and len(row) == 2
+                                             for row in target), "target", expected, target)
+            self.target = [[_finite(v, "target") for v in row] for row in target]
+            goal = self.target
+        self.init_std = _nonnegative_float(init_std, "init_std")
+        self.init_heading = _finite(init_heading, "init_heading")
+        self.init_speed = _finite(init_speed, "init_speed")
+        super().__init__(state_dim=AGENT_STATE * n, control_dim=AGENT_CONTROL * n, n_agents=n,
+                         horizon=horizon, n_steps=n_steps, dtype=dtype, device=device)
+        self.register_buffer("targets_xy", torch.tensor(goal, dtype=torch.float64).to(
+            dtype=dtype, device=self._device))
+
+    def config(self) -> dict:
+        return {"n_agents": self.n_agents, "wheelbase": self.wheelbase,
+                "max_steering": self.max_steering, "alpha_int": self.alpha_int,
+                "radius": self.radius, "interaction_cutoff": self.interaction_cutoff,
+                "alpha_G": self.alpha_G, "target": self.target, "init_std": self.init_std,
+                "init_heading": self.init_heading, "init_speed": self.init_speed,
+                "horizon": self.horizon, "n_steps": self.n_steps}
+
+    @property
+    def control_bounds(self) -> tuple[Tensor, Tensor]:
+        """(low, high), each (2N,): ±δ_max for steering, ±inf for acceleration."""
+        high = torch.tensor([self.max_steering, math.inf], dtype=self.dtype,
+                            device=self.device).repeat(self.n_agents)
+        return -high, high
+
+    # ------------------------------------------------------------------ layout
+    def agents(self, x: Tensor, width: int = AGENT_STATE) -> Tensor:
+        """(B, width·N) -> (B, N, width) (agent-major layout)."""
+        return x.reshape(x.shape[0], self.n_agents, width)
+
+    def positions(self, z: Tensor) -> Tensor:
+        """Bicycle positions (B, N, 2)."""
+        self.check_inputs(z)
+        return self.agents(z)[..., :2]
+
+    def _steering_terms(self, z: Tensor, p: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(δ, c = p_ψ v / l, inside-box mask), each (B, N)."""
+        delta = self.agents(u, AGENT_CONTROL)[..., 0]
+        c = self.agents(p)[..., 2] * self.agents(z)[..., 3] / self.wheelbase
+        return delta, c, delta.abs() <= self.max_steering
+
+    def _steering_curvature(self, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        """φ''(δ) = 1 + 2c tan δ sec²δ inside the box, 1 outside (where tan is clamped)."""
+        delta, c, inside = self._steering_terms(z, p, u)
+        sec2 = 1.0 / torch.cos(delta) ** 2
+        return torch.where(inside, 1.0 + 2.0 * c * torch.tan(delta) * sec2, torch.ones_like(c))
+
+    # ---------------------------------------------------------------- the maths
+    def dynamics(self, t: Time, z: Tensor, u: Tensor) -> Tensor:
+        self.check_inputs(z, u)
+        Z, U = self.agents(z), self.agents(u, AGENT_CONTROL)
+        psi, v = Z[..., 2], Z[..., 3]
+        delta = U[..., 0].clamp(-self.max_steering, self.max_steering)
+        return torch.stack([v * torch.cos(psi), v * torch.sin(psi),
+                            v / self.wheelbase * torch.tan(delta), U[..., 1]],
+                           dim=-1).reshape(z.shape)
+
+    def running_cost(self, t: Time, z: Tensor, u: Tensor) -> Tensor:
+        self.check_inputs(z, u)
+        cost = 0.5 * (u * u).sum(-1)
+        if self.alpha_int:
+            cost = cost + self.alpha_int * interaction(self.agents(z)[..., :2], self.radius,
+                                                       self.interaction_cutoff)
+        return cost
+
+    def terminal_cost(self, z: Tensor) -> Tensor:
+        self.check_inputs(z)
+        diff = self.agents(z)[..., :2] - self.targets_xy
+        return 0.5 * self.alpha_G * (diff * diff).sum((1, 2))
+
+    def grad_terminal_cost(self, z: Tensor) -> Tensor:
+        self.check_inputs(z)
+        Z = self.agents(z)
+        pos = self.alpha_G * (Z[..., :2] - self.targets_xy)
+        return torch.cat([pos, torch.zeros_like(Z[..., 2:])], dim=-1).reshape(z.shape)
+
+    def grad_u_hamiltonian(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        """Per agent (δ + c sec²δ [inside the box], a + p_v), c = p_ψ v / l."""
+        self.check_inputs(z, u, p)
+        delta, c, inside = self._steering_terms(z, p, u)
+        g_delta = delta + torch.where(inside, c / torch.cos(delta) ** 2, torch.zeros_like(c))
+        g_accel = self.agents(u, AGENT_CONTROL)[..., 1] + self.agents(p)[..., 3]
+        return torch.stack([g_delta, g_accel], dim=-1).reshape(u.shape)
+
+    def grad_z_hamiltonian(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        """Per agent (α_int ∇_{x,y}W, v(p_y cos ψ − p_x sin ψ),
+        p_x cos ψ + p_y sin ψ + p_ψ tan(clip δ) / l)."""
+        self.check_inputs(z, u, p)
+        Z, P = self.agents(z), self.agents(p)
+        psi, v = Z[..., 2], Z[..., 3]
+        delta = self.agents(u, AGENT_CONTROL)[..., 0].clamp(-self.max_steering,
+                                                            self.max_steering)
+        cos, sin = torch.cos(psi), torch.sin(psi)
+        d_psi = v * (P[..., 1] * cos - P[..., 0] * sin)
+        d_v = P[..., 0] * cos + P[..., 1] * sin + P[..., 2] * torch.tan(delta) / self.wheelbase
+        if self.alpha_int:
+            pos = self.alpha_int * interaction_grad(Z[..., :2], self.radius,
+                                                    self.interaction_cutoff)
+        else:
+            pos = torch.zeros_like(Z[..., :2])
+        return torch.cat([pos, d_psi.unsqueeze(-1), d_v.unsqueeze(-1)],
+                         dim=-1).reshape(z.shape)
+
+    def hessian_u_matvec(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        """Diagonal per agent: (φ''(δ), 1)."""
+        self.check_inputs(z, u, p)
+        self.check_batch(v, "v", self.control_dim)
+        diag = torch.stack([self._steering_curvature(z, p, u),
+                            torch.ones_like(u[:, ::2])], dim=-1).reshape(u.shape)
+        return diag * v
+
+    def hessian_u_solve(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor,
+                        damping: float = 0.0) -> Tensor:
+        """Divide by the PD-modified diagonal (max(|φ''|, 1e-3) + damping, 1 + damping).
+
+        Equal to the true inverse wherever φ'' ≥ 1e-3; where H is concave in δ, |φ''| keeps the
+        Newton direction a descent direction with the local curvature's step length.
+        """
+        self.check_inputs(z, u, p)
+        self.check_batch(v, "v", self.control_dim)
+        require(isinstance(damping, (int, float)) and math.isfinite(damping) and damping >= 0,
+                "damping", "a finite number >= 0", damping)
+        steer = self._steering_curvature(z, p, u).abs().clamp_min(CURVATURE_FLOOR)
+        diag = torch.stack([steer, torch.ones_like(steer)], dim=-1).reshape(u.shape)
+        return v / (diag + damping)
+
+    def optimal_control(self, t: Time, z: Tensor, p: Tensor, u0: Tensor | None = None,
+                        options: NewtonOptions = NewtonOptions()) -> InnerSolution:
+        """The global minimiser: a = −p_v and δ from ``steering_minimiser`` (``u0`` is not
+        needed; it only sets the residual's scale 1 + ‖∇_u H(u0)‖, u0 = 0 by default)."""
+        self.check_inputs(z, u0, p)
+        tol = options.tol if options.tol is not None else self.default_tol()
+        with torch.no_grad():
+            z, p = z.detach(), p.detach()
+            c = self.agents(p)[..., 2] * self.agents(z)[..., 3] / self.wheelbase
+            delta = steering_minimiser(c, self.max_steering, options.max_iters)
+            u = torch.stack([delta, -self.agents(p)[..., 3]], dim=-1).reshape(
+                z.shape[0], self.control_dim)
+            start = self.initial_control(t, z) if u0 is None else u0.detach()
+            scale = 1.0 + self.grad_u_hamiltonian(t, z, p, self.project_control(start)).norm(
+                dim=-1)
+            res = self.stationarity_residual(t, z, p, u, scale)
+        return InnerSolution(u, res, 0, bool(res.max() <= tol))
+
+    def sample_initial_states(self, batch: int, generator: torch.Generator | None = None
+                              ) -> Tensor:
+        """x, y ~ init_std·𝒩(0, 1), heading ``init_heading``, speed ``init_speed`` (drawn in
+        float64 on the CPU, then cast)."""
+        batch = positive_int(batch, "batch")
+        xy = self.init_std * torch.randn(batch, self.n_agents, 2, generator=generator,
+                                         dtype=torch.float64)
+        rest = torch.tensor([self.init_heading, self.init_speed], dtype=torch.float64)
+        z = torch.cat([xy, rest.expand(batch, self.n_agents, 2)], dim=-1)
+        return z.reshape(batch, self.state_dim).to(dtype=self.dtype, device=self.device)
