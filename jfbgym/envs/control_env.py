@@ -14,7 +14,7 @@ wrong shape raise ``ValueError``. Bounds per problem:
   ‖u*‖² = N·W₀(N‖q‖²) grows only like a logarithm of the costate q = B(z)ᵀp, so a drone needs a
   costate beyond ~10⁷ before any of its components reaches 6; and the bound keeps the cost
   exp(½‖u‖²/N) of *every* admissible action finite in float32 (at most e^72).
-* MultiBicycle: steering within the problem's limit π/2 − 0.25, acceleration in [−10, 10]
+* MultiBicycle: steering within the problem's limit δ_max (π/2 − 0.25), acceleration in [−10, 10]
   (the optimal acceleration is O(0.1–1): a unit distance covered in T = 4).
 * ConsumptionSavings: consumption in [0, U], U = x_max / h with x_max = the largest initial
   wealth grown at rate r for the whole horizon: one good consuming U for one step spends more
@@ -71,9 +71,8 @@ def action_bounds(problem: ControlProblem) -> tuple[np.ndarray, np.ndarray]:
     m = problem.control_dim
     if problem.name == "QuadSwarm":
         low, high = np.full(m, -QUAD_BOUND), np.full(m, QUAD_BOUND)
-    elif problem.name == "MultiBicycle":
-        low = np.tile([-math.pi / 2 + 0.25, -BICYCLE_ACCEL_BOUND], problem.n_agents)
-        high = -low
+    elif problem.name == "MultiBicycle":  # steering: the problem's own control_bounds below
+        low, high = np.full(m, -BICYCLE_ACCEL_BOUND), np.full(m, BICYCLE_ACCEL_BOUND)
     elif problem.name == "ConsumptionSavings":
         cfg = problem.config()
         x_max = (25.0 + 0.1) * math.exp(cfg.get("r", 3.0) * problem.horizon)

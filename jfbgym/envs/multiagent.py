@@ -43,13 +43,10 @@ MAX_NEIGHBOURS = 8
 _POSITION_DIMS = {"QuadSwarm": 3, "MultiBicycle": 2}  # agent-major, positions first
 
 
-def _targets(problem: ControlProblem) -> np.ndarray:
-    """Per-agent target positions (N, k) of a positional problem."""
-    if problem.name == "QuadSwarm":
-        return problem.targets_state[:, :3].detach().cpu().double().numpy()
-    target = np.asarray(torch.as_tensor(getattr(problem, "target", (1.0, 1.0)),
-                                        dtype=torch.float64).reshape(-1)[:2])
-    return np.broadcast_to(target, (problem.n_agents, 2))
+def targets(problem: ControlProblem) -> np.ndarray:
+    """Per-agent target positions (N, k) of a positional problem (QuadSwarm, MultiBicycle)."""
+    goal = problem.targets_state[:, :3] if problem.name == "QuadSwarm" else problem.targets_xy
+    return goal.detach().cpu().double().numpy()
 
 
 def nearest_relative_positions(positions: np.ndarray, k: int) -> np.ndarray:
@@ -168,7 +165,7 @@ class ControlParallelEnv(ParallelEnv):
         k = _POSITION_DIMS[problem.name]
         positions = own[:, :k]
         neighbours = nearest_relative_positions(positions, self.neighbours).reshape(n, -1)
-        return np.concatenate([own, _targets(problem), neighbours, np.full((n, 1), t)],
+        return np.concatenate([own, targets(problem), neighbours, np.full((n, 1), t)],
                               axis=1).astype(np.float32)
 
 

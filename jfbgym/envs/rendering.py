@@ -74,15 +74,15 @@ def _draw_bicycles(fig: Figure, problem: ControlProblem, states: np.ndarray,
                    controls: np.ndarray | None, times: np.ndarray) -> None:
     n = problem.n_agents
     agents = states.reshape(len(states), n, -1)  # (T, N, 4): x, y, heading, speed
-    target = np.asarray(_bicycle_target(problem), dtype=np.float64)
+    goals = _numpy(problem.targets_xy)  # (N, 2)
     ax = fig.add_subplot()
     for i in range(n):
         ax.plot(agents[:, i, 0], agents[:, i, 1], lw=0.8, alpha=0.6)
     now = agents[-1]
     ax.quiver(now[:, 0], now[:, 1], np.cos(now[:, 2]), np.sin(now[:, 2]), color="tab:blue",
               angles="xy", scale_units="width", scale=15, width=0.006)
-    ax.scatter([target[0]], [target[1]], s=80, c="tab:red", marker="*", label="target")
-    lo, hi = _limits(np.concatenate([agents[..., :2].reshape(-1, 2), target[None]]))
+    ax.scatter(goals[:, 0], goals[:, 1], s=80, c="tab:red", marker="*", label="targets")
+    lo, hi = _limits(np.concatenate([agents[..., :2].reshape(-1, 2), goals]))
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
     ax.set_aspect("equal")
@@ -90,12 +90,6 @@ def _draw_bicycles(fig: Figure, problem: ControlProblem, states: np.ndarray,
     ax.set_ylabel("y")
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(f"MultiBicycle N={n}, t={times[-1]:.2f}")
-
-
-def _bicycle_target(problem: ControlProblem) -> tuple[float, float]:
-    """The planar target of every bicycle (problems.md: (1, 1)); from the problem if it says."""
-    target = getattr(problem, "target", (1.0, 1.0))
-    return tuple(float(v) for v in _numpy(torch.as_tensor(target)).reshape(-1)[:2])
 
 
 def _draw_time_series(fig: Figure, panels: list[tuple[str, np.ndarray, np.ndarray]],
