@@ -1,0 +1,353 @@
+"""ConsumptionSavings: m consumption streams with habit formation drawing on one wealth account.
+
+State layout (B, 1 + m) — *not* agent-major blocks: ``z[:, 0]`` is the wealth x and
+``z[:, 1:]`` the habit levels h_1..h_m (helpers ``wealth(z)``, ``habits(z)``). Control
+(B, m): consumption u_i of good i, feasible when u_i > h_i. Agent i of the multi-agent views
+is consumption stream i. Dynamics and costs (``shared/problems.md``, utility as a cost):
+
+    ẋ = r x − Σ_i u_i,      ḣ_i = A_i u_i^η − B_i h_i^θ
+    L = −e^{−δt} Σ_i U(u_i − h_i),      G = −ε e^{−δT} U(x(T)),      U(y) = y^{1−γ}/(1−γ)
+
+A and B are diagonal (a scalar or one entry per good; A = B = 0 removes habits).
+
+Feasibility. U is only defined for y > 0 and y^η, h^θ only for y ≥ 0, yet a rollout under a
+bad control must get a large, finite, differentiable cost, never NaN. Below an absolute
+threshold κ (``kappa``, default 1e-4):
+
+* U is replaced by its second-order Taylor polynomial at κ (so costs are C²). This continuation
+  *is* the penalty: it is concave and increasing, its slope κ^{−γ} below κ exceeds U' anywhere
+  above κ, and its curvature γκ^{−γ−1} (10⁶/2 at the defaults) makes the cost grow
+  quadratically with the violation. Spending wealth one does not have therefore always
+  costs more (at the margin κ^{−γ} e^{−δT} ε per unit of x(T)) than any feasible use of it
+  gains, and negative consumption (needed to recover from negative wealth mid-horizon, since
+  ẋ = r x − Σu) costs at least as much per unit as the utility of the whole margin u − h.
+* the powers y^η, h^θ of the dynamics continue linearly (C¹) below κ, so f stays globally
+  Lipschitz there and Euler steps stay stable; at y = 0 the continuation is κ^a(1 − a) ≥ 0,
+  so habits are pushed back up rather than run away negative.
+
+Inner problem. H separates into one 1-D problem per good in the margin s = u − h:
+φ'(s) = −e^{−δt} U'(s) − p_x + p_{h} A η (s + h)^{η−1}. With A ≥ 0 and η ≤ 1 this has
+exactly one root when φ'(∞) = −p_x (+ p_h A if η = 1) is positive; ``optimal_control`` brackets
+it and runs a safeguarded Newton iteration (bisection when Newton leaves the bracket). When
+φ'(∞) ≤ 0, H is unbounded below in u (consuming is free or pays): there is no minimiser and we
+do not pretend — consumption is set to the cap ``max_consumption`` and the sample's residual
+is reported as ``inf`` (not converged). Closed forms for A = B = 0 and h = 0 (Merton's
+problem): ``merton_control``, ``merton_value``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .base import ControlProblem, InnerSolution, NewtonOptions, Time, positive_float, \
+    positive_int, require
+
+CURVATURE_FLOOR = 1e-12  # smallest |∂²H/∂u_i²| the PD-modified Hessian solve uses
+INITIAL_MARGIN = 1e-2  # initial_control = h + this
+
+
+def _finite(value: object, name: str) -> float:
+    require(isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(float(value)), name, "a finite number", value)
+    return float(value)  # type: ignore[arg-type]
+
+
+def _nonnegative(value: object, name: str) -> float:
+    require(_finite(value, name) >= 0, name, "a finite number >= 0", value)
+    return float(value)  # type: ignore[arg-type]
+
+
+def utility(y: Tensor, gamma: float, kappa: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(U, U', U'') of U(y) = y^{1−γ}/(1−γ), continued below κ by its Taylor polynomial
+    U(κ) + U'(κ)(y − κ) + ½U''(κ)(y − κ)² (C², finite for every y)."""
+    ys = y.clamp_min(kappa)  # keeps the untaken branch finite for autograd
+    d = (y - kappa).clamp_max(0.0)
+    k0 = kappa ** (1.0 - gamma) / (1.0 - gamma)
+    k1 = kappa ** (-gamma)
+    k2 = -gamma * kappa ** (-gamma - 1.0)
+    above = y >= kappa
+    value = torch.where(above, ys ** (1.0 - gamma) / (1.0 - gamma), k0 + k1 * d + 0.5 * k2 * d * d)
+    first = torch.where(above, ys ** (-gamma), k1 + k2 * d)
+    second = torch.where(above, -gamma * ys ** (-gamma - 1.0), torch.full_like(y, k2))
+    return value, first, second
+
+
+def power(y: Tensor, a: float, kappa: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(P, P', P'') of P(y) = y^a, continued linearly below κ (C¹, finite for every y)."""
+    ys = y.clamp_min(kappa)
+    above = y >= kappa
+    value = torch.where(above, ys ** a, kappa ** a + a * kappa ** (a - 1.0) * (y - kappa))
+    first = torch.where(above, a * ys ** (a - 1.0), torch.full_like(y, a * kappa ** (a - 1.0)))
+    second = torch.where(above, a * (a - 1.0) * ys ** (a - 2.0), torch.zeros_like(y))
+    return value, first, second
+
+
+def _diagonal(value: object, m: int, name: str) -> list[float]:
+    """A scalar or m entries, each finite and >= 0, as a list of m floats."""
+    if isinstance(value, Tensor):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        require(len(value) == m, name, f"a number or a sequence of {m} numbers >= 0", value)
+        return [_nonnegative(v, name) for v in value]
+    return [_nonnegative(value, name)] * m
+
+
+class ConsumptionSavings(ControlProblem):
+    """m goods with habit formation and one shared wealth account (see the module docstring).
+
+    Arguments: ``n_agents`` (m goods), ``A``, ``B`` (>= 0, scalar or m entries), ``eta`` (in
+    (0, 1], so each good's inner problem has one minimiser), ``theta`` (> 0), ``r``, ``delta``,
+    ``gamma`` (> 0, != 1), ``epsilon`` (> 0: without a bequest, overspending at the end would
+    be free), ``kappa`` (feasibility threshold), ``max_consumption`` (the consumption returned only where H has
+    no minimiser; a true minimiser is returned however large), ``init_wealth`` + ``init_wealth_spread``·U(0, 1), ``init_habit`` +
+    ``init_habit_spread``·U(0, 1) per good, ``horizon``, ``n_steps``, ``dtype``, ``device``.
+    """
+
+    name = "ConsumptionSavings"
+
+    def __init__(self, n_agents: int = 100, A: float | Sequence[float] = 1.0,
+                 B: float | Sequence[float] = 1.0, eta: float = 0.9, theta: float = 0.9,
+                 r: float = 3.0, delta: float = 0.1, gamma: float = 0.5, epsilon: float = 0.1,
+                 kappa: float = 1e-4, max_consumption: float = 1e3, init_wealth: float = 25.0,
+                 init_wealth_spread: float = 0.1, init_habit: float = 0.01,
+                 init_habit_spread: float = 0.1, horizon: float = 2.0, n_steps: int = 100,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+        m = positive_int(n_agents, "n_agents")
+        self._A, self._B = _diagonal(A, m, "A"), _diagonal(B, m, "B")
+        self.eta = positive_float(eta, "eta")
+        require(self.eta <= 1.0, "eta", "a number in (0, 1]", eta)
+        self.theta = positive_float(theta, "theta")
+        self.r = _finite(r, "r")
+        self.delta = _finite(delta, "delta")
+        self.gamma = positive_float(gamma, "gamma")
+        require(self.gamma != 1.0, "gamma", "a number > 0 other than 1 (log utility)", gamma)
+        self.epsilon = positive_float(epsilon, "epsilon")
+        self.kappa = positive_float(kappa, "kappa")
+        self.max_consumption = positive_float(max_consumption, "max_consumption")
+        self.init_wealth = _finite(init_wealth, "init_wealth")
+        self.init_wealth_spread = _nonnegative(init_wealth_spread, "init_wealth_spread")
+        self.init_habit = _finite(init_habit, "init_habit")
+        self.init_habit_spread = _nonnegative(init_habit_spread, "init_habit_spread")
+        super().__init__(state_dim=1 + m, control_dim=m, n_agents=m, horizon=horizon,
+                         n_steps=n_steps, dtype=dtype, device=device)
+        for name, diag in (("A", self._A), ("B", self._B)):
+            self.register_buffer(name, torch.tensor(diag, dtype=torch.float64).to(
+                dtype=dtype, device=self._device))
+
+    def config(self) -> dict:
+        def compact(diag: list[float]) -> float | list[float]:
+            return diag[0] if len(set(diag)) == 1 else list(diag)
+
+        return {"n_agents": self.n_agents, "A": compact(self._A), "B": compact(self._B),
+                "eta": self.eta, "theta": self.theta, "r": self.r, "delta": self.delta,
+                "gamma": self.gamma, "epsilon": self.epsilon, "kappa": self.kappa,
+                "max_consumption": self.max_consumption, "init_wealth": self.init_wealth,
+                "init_wealth_spread": self.init_wealth_spread, "init_habit": self.init_habit,
+                "init_habit_spread": self.init_habit_spread, "horizon": self.horizon,
+                "n_steps": self.n_steps}
+
+    # ------------------------------------------------------------------ layout
+    def wealth(self, z: Tensor) -> Tensor:
+        """Wealth x, shape (B,)."""
+        self.check_inputs(z)
+        return z[:, 0]
+
+    def habits(self, z: Tensor) -> Tensor:
+        """Habit levels h, shape (B, m)."""
+        self.check_inputs(z)
+        return z[:, 1:]
+
+    def control_from_margin(self, z: Tensor, raw: Tensor, beta: float = 5.0) -> Tensor:
+        """u = h + softplus_β(raw): the feasible parameterisation of the reference (β = 5)."""
+        self.check_inputs(z, raw)
+        return z[:, 1:] + torch.nn.functional.softplus(raw, beta=positive_float(beta, "beta"))
+
+    def _discount(self, t: Time, z: Tensor) -> Tensor:
+        """e^{−δt}, shape (B, 1)."""
+        return torch.exp(-self.delta * self.time_column(t, z))
+
+    def _terminal_weight(self) -> float:
+        return self.epsilon * math.exp(-self.delta * self.horizon)
+
+    # ---------------------------------------------------------------- the maths
+    def dynamics(self, t: Time, z: Tensor, u: Tensor) -> Tensor:
+        self.check_inputs(z, u)
+        x, h = z[:, :1], z[:, 1:]
+        habit_rate = self.A * power(u, self.eta, self.kappa)[0] \
+            - self.B * power(h, self.theta, self.kappa)[0]
+        return torch.cat([self.r * x - u.sum(-1, keepdim=True), habit_rate], dim=-1)
+
+    def running_cost(self, t: Time, z: Tensor, u: Tensor) -> Tensor:
+        self.check_inputs(z, u)
+        U = utility(u - z[:, 1:], self.gamma, self.kappa)[0]
+        return -(self._discount(t, z) * U).sum(-1)
+
+    def terminal_cost(self, z: Tensor) -> Tensor:
+        self.check_inputs(z)
+        return -self._terminal_weight() * utility(z[:, 0], self.gamma, self.kappa)[0]
+
+    def grad_terminal_cost(self, z: Tensor) -> Tensor:
+        self.check_inputs(z)
+        dx = -self._terminal_weight() * utility(z[:, :1], self.gamma, self.kappa)[1]
+        return torch.cat([dx, torch.zeros_like(z[:, 1:])], dim=-1)
+
+    def grad_u_hamiltonian(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        """−e^{−δt} U'(u − h) − p_x + p_h A η u^{η−1} (per good)."""
+        self.check_inputs(z, u, p)
+        dU = utility(u - z[:, 1:], self.gamma, self.kappa)[1]
+        dP = power(u, self.eta, self.kappa)[1]
+        return -self._discount(t, z) * dU - p[:, :1] + p[:, 1:] * self.A * dP
+
+    def grad_z_hamiltonian(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        """(r p_x, e^{−δt} U'(u − h) − p_h B θ h^{θ−1})."""
+        self.check_inputs(z, u, p)
+        h = z[:, 1:]
+        dU = utility(u - h, self.gamma, self.kappa)[1]
+        dP = power(h, self.theta, self.kappa)[1]
+        d_h = self._discount(t, z) * dU - p[:, 1:] * self.B * dP
+        return torch.cat([self.r * p[:, :1], d_h], dim=-1)
+
+    def _hessian_diagonal(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        """∂²H/∂u_i² = −e^{−δt} U''(u_i − h_i) + p_{h_i} A_i P_η''(u_i) (H_uu is diagonal)."""
+        d2U = utility(u - z[:, 1:], self.gamma, self.kappa)[2]
+        d2P = power(u, self.eta, self.kappa)[2]
+        return -self._discount(t, z) * d2U + p[:, 1:] * self.A * d2P
+
+    def hessian_u_matvec(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        self.check_inputs(z, u, p)
+        self.check_batch(v, "v", self.control_dim)
+        return self._hessian_diagonal(t, z, p, u) * v
+
+    def hessian_u_solve(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor,
+                        damping: float = 0.0) -> Tensor:
+        """Divide by max(|∂²H/∂u_i²|, 1e-12) + damping: the true inverse where H is convex in
+        u_i (always near the minimiser); where habits make it concave (p_h A > 0, large u),
+        |·| keeps Newton directions descending."""
+        self.check_inputs(z, u, p)
+        self.check_batch(v, "v", self.control_dim)
+        require(isinstance(damping, (int, float)) and math.isfinite(damping) and damping >= 0,
+                "damping", "a finite number >= 0", damping)
+        diag = self._hessian_diagonal(t, z, p, u).abs().clamp_min(CURVATURE_FLOOR)
+        return v / (diag + damping)
+
+    def _solve_margins(self, t: Time, z: Tensor, p: Tensor, max_iters: int
+                       ) -> tuple[Tensor, Tensor, int]:
+        """Per good, the root s of φ'(s) = ∂H/∂u at u = h + s (see the module docstring).
+
+        Returns (s, capped, iterations); ``capped`` marks goods without a minimiser (or one past
+        the dtype's range), whose s is max_consumption − h.
+        """
+        h, px = z[:, 1:], p[:, :1]
+        disc = self._discount(t, z)
+        coef = p[:, 1:] * self.A
+        kappa = self.kappa
+
+        def dphi(s: Tensor) -> Tensor:
+            return (-disc * utility(s, self.gamma, kappa)[1] - px
+                    + coef * power(s + h, self.eta, kappa)[1])
+
+        def d2phi(s: Tensor) -> Tensor:
+            return (-disc * utility(s, self.gamma, kappa)[2]
+                    + coef * power(s + h, self.eta, kappa)[2])
+
+        slope_at_infinity = -px + (coef if self.eta == 1.0 else torch.zeros_like(coef))
+        bounded = slope_at_infinity > 0
+        s_cap = (self.max_consumption - h).clamp_min(kappa)
+        tiny = torch.finfo(z.dtype).tiny
+        # Merton's root (exact when A = 0) as the first guess.
+        guess = (disc / slope_at_infinity.clamp_min(tiny)) ** (1.0 / self.gamma)
+        s = torch.where(bounded, guess.clamp(kappa, torch.finfo(z.dtype).max / 8), s_cap)
+        lo, hi = s.clone(), s.clone()
+        for _ in range(400):  # φ' → −∞ as s → −∞ (the continuation of U), so this ends
+            grow = bounded & (dphi(lo) > 0)
+            if not bool(grow.any()):
+                break
+            lo = torch.where(grow, lo - 0.75 * lo.abs() - kappa, lo)
+        huge = torch.finfo(z.dtype).max / 8
+        for _ in range(400):  # φ'(∞) > 0 where bounded; only overflow stops it short
+            grow = bounded & (dphi(hi) < 0) & (hi < huge)
+            if not bool(grow.any()):
+                break
+            hi = torch.where(grow, 4.0 * hi + kappa, hi)
+        capped = ~bounded | ~(dphi(hi) >= 0)
+        eps = torch.finfo(z.dtype).eps
+        it = 0
+        for it in range(1, max_iters + 1):
+            g = dphi(s)
+            lo = torch.where(g < 0, s, lo)
+            hi = torch.where(g > 0, s, hi)
+            curv = d2phi(s)
+            newton = s - g / torch.where(curv > 0, curv, torch.ones_like(curv))
+            inside = (curv > 0) & (newton > lo) & (newton < hi)
+            s_new = torch.where(inside, newton, 0.5 * (lo + hi))
+            active = ~capped & (g != 0) & ((s_new - s).abs() > 2 * eps * s.abs().clamp_min(kappa))
+            s = torch.where(active, s_new, s)
+            if not bool(active.any()):
+                break
+        return torch.where(capped, s_cap, s), capped, it
+
+    def optimal_control(self, t: Time, z: Tensor, p: Tensor, u0: Tensor | None = None,
+                        options: NewtonOptions = NewtonOptions()) -> InnerSolution:
+        """Per-good safeguarded Newton on ∂H/∂u_i = 0 in the margin u_i − h_i; goods without a
+        minimiser get ``max_consumption`` and make their sample's residual ``inf``. The
+        residual is relative to 1 + ‖∇_u H(u0)‖ (u0 = ``initial_control`` by default)."""
+        self.check_inputs(z, u0, p)
+        tol = options.tol if options.tol is not None else self.default_tol()
+        with torch.no_grad():
+            z, p = z.detach(), p.detach()
+            s, capped, it = self._solve_margins(t, z, p, options.max_iters)
+            u = z[:, 1:] + s
+            start = self.initial_control(t, z) if u0 is None else u0.detach()
+            scale = 1.0 + self.grad_u_hamiltonian(t, z, p, start).norm(dim=-1)
+            res = self.stationarity_residual(t, z, p, u, scale)
+            res = torch.where(capped.any(-1), torch.full_like(res, math.inf), res)
+        return InnerSolution(u, res, it, bool(res.max() <= tol))
+
+    def initial_control(self, t: Time, z: Tensor) -> Tensor:
+        """u = h + 0.01: feasible whatever the state."""
+        return z[:, 1:] + INITIAL_MARGIN
+
+    def sample_initial_states(self, batch: int, generator: torch.Generator | None = None
+                              ) -> Tensor:
+        """x₀ = init_wealth + init_wealth_spread·U(0, 1), h₀ = init_habit +
+        init_habit_spread·U(0, 1) per good (one (B, 1 + m) uniform draw in float64 on the
+        CPU, then cast)."""
+        batch = positive_int(batch, "batch")
+        draw = torch.rand(batch, self.state_dim, generator=generator, dtype=torch.float64)
+        z = torch.cat([self.init_wealth + self.init_wealth_spread * draw[:, :1],
+                       self.init_habit + self.init_habit_spread * draw[:, 1:]], dim=-1)
+        return z.to(dtype=self.dtype, device=self.device)
+
+    # ----------------------------------------------------- Merton closed form (A = B = 0)
+    def _require_no_habits(self) -> None:
+        require(not any(self._A), "A", "A = 0 for Merton's closed form", self._A[0])
+        require(not any(self._B), "B", "B = 0 for Merton's closed form", self._B[0])
+
+    def merton_scale(self, t: Time) -> Tensor:
+        """g(t) with u_i* = x / g(t) and V = −e^{−δt} g^γ U(x): the solution of
+        g' = ρ g − m, g(T) = ε^{1/γ}, ρ = (δ − (1 − γ) r)/γ, i.e.
+        g = ε^{1/γ} e^{ρ(t−T)} − m (e^{ρ(t−T)} − 1)/ρ (→ ε^{1/γ} + m (T − t) as ρ → 0)."""
+        self._require_no_habits()
+        t = torch.as_tensor(t, dtype=torch.float64)
+        rho = (self.delta - (1.0 - self.gamma) * self.r) / self.gamma
+        tau = t - self.horizon
+        growth = torch.expm1(rho * tau) / rho if rho != 0.0 else tau
+        return self.epsilon ** (1.0 / self.gamma) * torch.exp(rho * tau) - self.n_agents * growth
+
+    def merton_control(self, t: Time, z: Tensor) -> Tensor:
+        """Merton's feedback u_i = x / g(t) for every good (optimal when A = B = 0, h = 0)."""
+        self.check_inputs(z)
+        g = self.merton_scale(t).to(dtype=z.dtype, device=z.device).reshape(-1, 1)
+        return (z[:, :1] / g).expand(-1, self.control_dim)
+
+    def merton_value(self, t: Time, x: Tensor) -> Tensor:
+        """Optimal cost-to-go V(t, x) = −e^{−δt} g(t)^γ x^{1−γ}/(1−γ) (A = B = 0, h = 0),
+        the continuous-time limit of ``objective`` under the optimal feedback."""
+        g = self.merton_scale(t).to(dtype=x.dtype, device=x.device)
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        return -torch.exp(-self.delta * t) * g ** self.gamma * x ** (1.0 - self.gamma) \
+            / (1.0 - self.gamma)
