@@ -16,9 +16,9 @@ wrong shape raise ``ValueError``. Bounds per problem:
   exp(½‖u‖²/N) of *every* admissible action finite in float32 (at most e^72).
 * MultiBicycle: steering within the problem's limit δ_max (π/2 − 0.25), acceleration in [−10, 10]
   (the optimal acceleration is O(0.1–1): a unit distance covered in T = 4).
-* ConsumptionSavings: consumption in [0, U], U = x_max / h with x_max = the largest initial
-  wealth grown at rate r for the whole horizon: one good consuming U for one step spends more
-  than the account can ever hold.
+* ConsumptionSavings: consumption in [0, ``max_consumption``] (default 1e3), the problem's own
+  cap, where its inner solve puts consumption when H is unbounded below; consuming below the
+  habit is allowed and penalised by the problem's C² continuation of the utility.
 * LinearQuadratic: |u_j| ≤ 10·max(σ₀, 1)·max_k ‖K_k‖_∞ with K_k the discrete Riccati gains, i.e.
   the optimal feedback u = −K z for any |z|∞ ≤ 10 σ₀ (σ₀ = ``init_std``).
 
@@ -74,9 +74,7 @@ def action_bounds(problem: ControlProblem) -> tuple[np.ndarray, np.ndarray]:
     elif problem.name == "MultiBicycle":  # steering: the problem's own control_bounds below
         low, high = np.full(m, -BICYCLE_ACCEL_BOUND), np.full(m, BICYCLE_ACCEL_BOUND)
     elif problem.name == "ConsumptionSavings":
-        cfg = problem.config()
-        x_max = (25.0 + 0.1) * math.exp(cfg.get("r", 3.0) * problem.horizon)
-        low, high = np.zeros(m), np.full(m, x_max / problem.step_size)
+        low, high = np.zeros(m), np.full(m, problem.max_consumption)
     elif problem.name == "LinearQuadratic":
         gains = problem.discrete_riccati()[1]
         bound = 10.0 * max(problem.init_std, 1.0) * float(gains.abs().sum(-1).max())
