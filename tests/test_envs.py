@@ -93,7 +93,7 @@ def test_vector_return_is_minus_objective_float32(env_id):
     actions = np.stack([envs.action_space.sample() for _ in range(n)], axis=1)  # (K, n, m)
     total = np.zeros(K)
     for k in range(n):
-        obs, r, terminated, truncated, info = envs.step(actions[:, k])
+        obs, r, terminated, truncated, _ = envs.step(actions[:, k])
         total += r
         assert terminated.all() == (k == n - 1) and not truncated.any()
     J = problem.objective(torch.as_tensor(actions, dtype=torch.float32), x0).double().numpy()

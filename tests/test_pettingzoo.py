@@ -47,7 +47,7 @@ def test_pettingzoo_api_tests(env_id):
 @pytest.mark.parametrize("env_id", sorted(MULTI))
 def test_agent_returns_sum_to_minus_objective(env_id):
     env = _make(env_id)
-    obs, _ = env.reset(seed=2)
+    env.reset(seed=2)
     problem = env.problem
     x0 = torch.as_tensor(env.env.state, dtype=problem.dtype)[None]
     np.testing.assert_array_equal(env.state(), np.append(env.env.state, 0.0).astype(np.float32))
@@ -58,7 +58,7 @@ def test_agent_returns_sum_to_minus_objective(env_id):
     while env.agents:
         actions = {a: env.action_space(a).sample() for a in env.agents}
         joint.append(np.concatenate([actions[a] for a in env.possible_agents]))
-        obs, rewards, terms, truncs, infos = env.step(actions)
+        _, rewards, terms, _, _ = env.step(actions)
         for a, r in rewards.items():
             returns[a] += r
     assert len(joint) == SHORT["n_steps"] and all(terms.values()) and env.agents == []

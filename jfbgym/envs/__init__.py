@@ -8,5 +8,12 @@ from jfbgym.envs.multiagent import ControlParallelEnv, parallel_env
 from jfbgym.envs.registry import ENV_SPECS
 from jfbgym.envs.rendering import render_frame
 
-__all__ = ["ControlEnv", "ControlVectorEnv", "ControlParallelEnv", "ENV_SPECS", "action_bounds",
-           "parallel_env", "render_frame"]
+__all__ = [
+           "ENV_SPECS",
+           "ControlEnv",
+           "ControlParallelEnv",
+           "ControlVectorEnv",
+           "action_bounds",
+           "parallel_env",
+           "render_frame",
+]

@@ -45,7 +45,6 @@ Version history: v0 — first release.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import gymnasium as gym

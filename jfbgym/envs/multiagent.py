@@ -27,7 +27,6 @@ MultiBicycle: 2, ConsumptionSavings: 1 — the consumption of good i).
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -88,19 +87,22 @@ class ControlParallelEnv(ParallelEnv):
         self._index = {agent: i for i, agent in enumerate(self.possible_agents)}
         self._block = self.problem.agent_control_dim
         self.state_space = self.env.observation_space
-        self._obs_dim = self._observe(np.zeros(self.problem.state_dim), 0.0).shape[1]
-
-    @functools.lru_cache(maxsize=None)
-    def observation_space(self, agent: str) -> spaces.Box:
-        self._agent_index(agent)
-        return spaces.Box(-np.inf, np.inf, shape=(self._obs_dim,), dtype=np.float32)
-
-    @functools.lru_cache(maxsize=None)
-    def action_space(self, agent: str) -> spaces.Box:
-        i = self._agent_index(agent)
+        obs_dim = self._observe(np.zeros(self.problem.state_dim), 0.0).shape[1]
         box = self.env.action_space
-        sl = slice(i * self._block, (i + 1) * self._block)
-        return spaces.Box(box.low[sl], box.high[sl], dtype=np.float32)
+        self._observation_spaces = {a: spaces.Box(-np.inf, np.inf, shape=(obs_dim,),
+                                                  dtype=np.float32) for a in self.possible_agents}
+        self._action_spaces = {
+            a: spaces.Box(box.low[i * self._block:(i + 1) * self._block],
+                          box.high[i * self._block:(i + 1) * self._block], dtype=np.float32)
+            for i, a in enumerate(self.possible_agents)}
+
+    def observation_space(self, agent: str) -> spaces.Box:
+        """The same Box object on every call (PettingZoo's seeding relies on it)."""
+        return self._observation_spaces[self.possible_agents[self._agent_index(agent)]]
+
+    def action_space(self, agent: str) -> spaces.Box:
+        """Agent i's slice of the joint action box; the same object on every call."""
+        return self._action_spaces[self.possible_agents[self._agent_index(agent)]]
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         if not self.agents:
