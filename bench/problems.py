@@ -19,8 +19,8 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:>20} N={n:<5} " + "  ".join(
                     f"{op}={v['median_s'] * 1e3:.3f}ms" for op, v in per_size[n].items()
                     if isinstance(v, dict)), flush=True)
-        except Exception as err:  # a backend that is missing or broken is reported, not fatal
+        except Exception as err:  # noqa: BLE001 (a missing/broken backend is reported)
             results[name] = {"skipped": f"{type(err).__name__}: {err}",
                              "sizes": {str(n): v for n, v in per_size.items()}}
             print(f"{name:>20} skipped: {results[name]['skipped']}", flush=True)

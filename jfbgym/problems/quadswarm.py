@@ -29,13 +29,20 @@ other's cut-off (``interaction_cutoff=2.0`` with r = 1).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from .base import ControlProblem, InnerSolution, NewtonOptions, Time, positive_float, \
-    positive_int, require
+from .base import (
+    ControlProblem,
+    InnerSolution,
+    NewtonOptions,
+    Time,
+    positive_float,
+    positive_int,
+    require,
+)
 from .interaction import interaction, interaction_grad
 from .lambertw import lambertw
 
@@ -68,7 +75,7 @@ def formation_offsets(n_agents: int, spacing: float) -> Tensor:
 
 def thrust_direction(angles: Tensor, jacobian: bool = False) -> tuple[Tensor, Tensor | None]:
     """d(ψ, θ, φ) for angles (..., 3), shape (..., 3); with ``jacobian`` also ∂d/∂(ψ, θ, φ)
-    as (..., 3, 3) with the *angle* on the last axis, so (∂d/∂angles)ᵀ v = (J * v[..., None]).sum(-2).
+    as (..., 3, 3) with the *angle* on the last axis: (∂d/∂angles)ᵀv = (J * v[..., None]).sum(-2).
     """
     s, c = torch.sin(angles), torch.cos(angles)
     sps, sth, sph = s.unbind(-1)
@@ -206,17 +213,22 @@ class QuadSwarm(ControlProblem):
 
     def hessian_u_solve(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor,
                         damping: float = 0.0) -> Tensor:
-        """(c I + a u uᵀ)⁻¹ v by Sherman–Morrison, c = e^{s}/N + damping, a = e^{s}/N²."""
+        """(c I + a u uᵀ)⁻¹ v by Sherman–Morrison, c = e^{s}/N + damping, a = e^{s}/N².
+
+        Written with e^{−s}, i.e. (1/c)(v − β (u·v) u) with 1/c = N e^{−s}/(1 + damping N e^{−s})
+        and β = a/(c + a‖u‖²) = 1/(N + ‖u‖² + damping N² e^{−s}), so that a huge ‖u‖ (e^{s}
+        overflowing) gives the limit 0 rather than inf/inf.
+        """
         self.check_inputs(z, u, p)
         self.check_batch(v, "v", self.control_dim)
         require(isinstance(damping, (int, float)) and math.isfinite(damping) and damping >= 0,
                 "damping", "a finite number >= 0", damping)
         n = self.n_agents
-        es = torch.exp(self._control_cost_exponent(u)).unsqueeze(-1)
-        c, a = es / n + damping, es / n**2
-        uv = (u * v).sum(-1, keepdim=True)
+        e_minus = torch.exp(-self._control_cost_exponent(u)).unsqueeze(-1)
         uu = (u * u).sum(-1, keepdim=True)
-        return v / c - (a * uv / (c * (c + a * uu))) * u
+        inv_c = n * e_minus / (1.0 + damping * n * e_minus)
+        beta = 1.0 / (n + uu + damping * n**2 * e_minus)
+        return inv_c * (v - beta * (u * v).sum(-1, keepdim=True) * u)
 
     def closed_form_control(self, t: Time, z: Tensor, p: Tensor) -> Tensor:
         """u* = −N e^{−w/2} q, w = W₀(N‖q‖²), q = B(z)ᵀp; differentiable in z and p."""
@@ -226,7 +238,8 @@ class QuadSwarm(ControlProblem):
         return -self.n_agents * torch.exp(-0.5 * w) * q
 
     def optimal_control(self, t: Time, z: Tensor, p: Tensor, u0: Tensor | None = None,
-                        options: NewtonOptions = NewtonOptions()) -> InnerSolution:
+                        options: NewtonOptions = NewtonOptions()  # noqa: B008 (base signature)
+                        ) -> InnerSolution:
         """The closed form (detached, like the base Newton solve); the residual is measured
         relative to ``1 + ‖∇_u H(u0)‖`` (u0 defaults to hover thrust), as for Newton."""
         self.check_inputs(z, u0, p)
