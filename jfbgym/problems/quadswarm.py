@@ -117,7 +117,8 @@ class QuadSwarm(ControlProblem):
         self.alpha_G = _nonnegative_float(alpha_G, "alpha_G")
         require(targets in TARGET_KINDS, "targets", f"one of {TARGET_KINDS}", targets)
         self.targets = targets
-        require(isinstance(target, (list, tuple)) and len(target) == 3, "target", "a sequence of 3 numbers", target)
+        require(isinstance(target, (list, tuple)) and len(target) == 3, "target",
+                "a list or tuple of 3 numbers", target)
         self.target = tuple(_finite(v, "target") for v in target)
         self.init_std = _nonnegative_float(init_std, "init_std")
         super().__init__(state_dim=AGENT_STATE * n, control_dim=AGENT_CONTROL * n, n_agents=n,
