@@ -36,7 +36,8 @@ def point(prob: QuadSwarm, batch: int, seed: int, p_scale: float = 1.0):
 # --------------------------------------------------------------------------- Lambert W
 def test_lambertw_matches_scipy_float64_and_float32():
     x = torch.cat([torch.zeros(1), torch.logspace(-12, 6, 4001, dtype=F64),
-                   torch.linspace(0, 1e6, 4001, dtype=F64)[1:], torch.tensor([1e-300, 1e300], dtype=F64)])
+                   torch.linspace(0, 1e6, 4001, dtype=F64)[1:],
+                   torch.tensor([1e-300, 1e300], dtype=F64)])
     ref = torch.from_numpy(scipy.special.lambertw(x.numpy()).real)
     w = lambertw(x)
     assert w.dtype == F64

@@ -8,8 +8,8 @@ below 2 % for every x ≥ 0, exact to second order at 0), then Newton on w + log
 i.e. w ← w (1 + log(x / w)) / (1 + w) (Iacono & Boyd, 2017). That form never evaluates e^w, so
 it cannot overflow for any finite x, and its relative error roughly squares each step: four
 steps take 2e-2 below float64 rounding (three suffice). The derivative
-W'(x) = W / (x (1 + W)) = 1 / (x + e^W) is applied analytically (finite at x = 0, where W' = 1); the backward is itself built from
-differentiable ops, so double backward works too.
+W'(x) = W / (x (1 + W)) = 1 / (x + e^W) is applied analytically (finite at x = 0, where
+W' = 1); the backward is itself built from differentiable ops, so double backward works too.
 """
 
 from __future__ import annotations
