@@ -1,0 +1,228 @@
+"""``JFBAgent``: a value network plus the implicit control layer, as a feedback policy.
+
+The agent is the object every consumer shares: the trainer differentiates ``objective``;
+``control(t, z)`` is a batched feedback law usable with ``problem.rollout``; ``predict`` is the
+Stable-Baselines3 interface for the Gymnasium envs (observation = concat(z, t)); and
+``predict_parallel`` maps a PettingZoo observation dict or the global state to every agent's
+action (agent i's action is its control block). ``JFBAgent.load(run_dir)`` rebuilds it from a
+run directory and refuses weights that do not fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from jfbgym.envs.registry import problem_for_env, problem_kwargs, strip_namespace
+from jfbgym.problems.base import ControlProblem, Time, Trajectory, require
+
+from .checkpoint import CHECKPOINT, load_config, load_state
+from .implicit import GRAD_MODES, SolverOptions, StepStats, control_layer
+from .network import ValueNetwork
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class InnerLog:
+    """Accumulates the inner-solve statistics of one rollout (for the training log)."""
+
+    def __init__(self) -> None:
+        self.steps: list[StepStats] = []
+
+    def add(self, stats: StepStats) -> None:
+        self.steps.append(stats)
+
+    def summary(self) -> dict:
+        if not self.steps:
+            return {"inner_residual": 0.0, "inner_iters": 0.0, "unconverged": 0}
+        return {"inner_residual": max(s.residual for s in self.steps),
+                "inner_iters": sum(s.iterations for s in self.steps) / len(self.steps),
+                "unconverged": sum(s.unconverged for s in self.steps)}
+
+
+class JFBAgent:
+    """A trained (or training) JFB value-function agent for one problem.
+
+    ``env_id`` and ``env_kwargs`` (problem overrides) name the problem, as in
+    ``jfbgym.envs.registry.problem_for_env``.
+    """
+
+    def __init__(self, problem: ControlProblem, network: ValueNetwork,
+                 solver: SolverOptions = SolverOptions(), env_id: str = "",
+                 env_kwargs: Mapping[str, Any] | None = None) -> None:
+        require(isinstance(problem, ControlProblem), "problem", "a ControlProblem",
+                type(problem).__name__)
+        require(network.state_dim == problem.state_dim, "network",
+                f"a value network for state_dim {problem.state_dim}", network.state_dim)
+        self.problem = problem
+        self.network = network
+        self.solver = solver
+        self.env_id = strip_namespace(env_id) if env_id else ""
+        self.env_kwargs = dict(env_kwargs or {})
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, env_id: str, env_kwargs: Mapping[str, Any] | None = None,
+              width: int = 96, depth: int = 3, rank: int = 10,
+              solver: SolverOptions = SolverOptions(), dtype: torch.dtype = torch.float32,
+              device: str | torch.device = "cpu") -> "JFBAgent":
+        """A fresh agent for a registered env id (weights drawn from the global torch RNG)."""
+        problem = problem_for_env(env_id, dtype=dtype, device=device, **dict(env_kwargs or {}))
+        net = ValueNetwork(problem.state_dim, width, depth, rank, dtype=dtype, device=device)
+        return cls(problem, net, solver, env_id, env_kwargs)
+
+    def config(self) -> dict:
+        """The settings that rebuild this agent (the ``agent`` part of a run's config.json)."""
+        return {"env_id": self.env_id, "env_kwargs": self.env_kwargs,
+                "problem_name": self.problem.name, "problem": self.problem.config(),
+                "network": self.network.config(), "solver": dataclasses.asdict(self.solver),
+                "dtype": str(self.problem.dtype).replace("torch.", "")}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any],
+                    device: str | torch.device | None = None) -> "JFBAgent":
+        require("agent" in config, "config", "a run config with an 'agent' section",
+                sorted(config))
+        cfg = config["agent"]
+        dtype = DTYPES[cfg["dtype"]]
+        device = device or config.get("device", "cpu")
+        net_cfg = dict(cfg["network"])
+        agent = cls.build(cfg["env_id"], cfg["env_kwargs"], net_cfg["width"], net_cfg["depth"],
+                          net_cfg["rank"], SolverOptions(**cfg["solver"]), dtype, device)
+        require(agent.problem.name == cfg["problem_name"], "config",
+                f"problem {cfg['problem_name']!r}", agent.problem.name)
+        return agent
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = None) -> "JFBAgent":
+        """The agent saved in run directory ``path`` (config.json + checkpoint.pt)."""
+        config = load_config(path)
+        agent = cls.from_config(config, device)
+        state = load_state(Path(path) / CHECKPOINT, agent.problem.device)
+        agent.network.load_state_dict(state["model"])
+        agent.network.eval()
+        return agent
+
+    # -------------------------------------------------------------- compatibility
+    def check_problem(self, problem: ControlProblem) -> None:
+        """Raise ``ValueError`` unless ``problem`` is the problem this agent was trained on."""
+        require(isinstance(problem, ControlProblem), "problem", "a ControlProblem",
+                type(problem).__name__)
+        require(problem.name == self.problem.name, "problem",
+                f"a {self.problem.name} problem (this agent's)", problem.name)
+        for attr in ("n_agents", "state_dim", "control_dim", "n_steps"):
+            require(getattr(problem, attr) == getattr(self.problem, attr), "problem",
+                    f"{attr} = {getattr(self.problem, attr)} (this agent's)",
+                    getattr(problem, attr))
+
+    def check_env(self, env: Any) -> None:
+        """Raise ``ValueError`` unless ``env`` (Gymnasium or PettingZoo, wrapped or not) wraps
+        this agent's problem; falls back to the env id when no problem is exposed."""
+        base = getattr(env, "unwrapped", env)
+        problem = getattr(base, "problem", None)
+        if problem is not None:
+            self.check_problem(problem)
+            return
+        spec = getattr(env, "spec", None)
+        if spec is not None and getattr(spec, "id", None):
+            name, _ = problem_kwargs(strip_namespace(spec.id))
+            require(name == self.problem.name, "env", f"an env of {self.problem.name}",
+                    spec.id)
+
+    # ----------------------------------------------------------------- control
+    def costate(self, t: Time, z: Tensor) -> Tensor:
+        """p = ∇_zΦ_θ(t, z) (computed once per time step by every caller)."""
+        return self.network.grad_z(t, z)
+
+    def feedback(self, grad: str | None = None, log: InnerLog | None = None):
+        """A stateful policy ``(t, z) -> u`` for one ``problem.rollout``: warm-starts each
+        inner solve at the previous step's control and records the solve statistics. With
+        ``grad`` (a mode of GRAD_MODES) u carries that gradient; without, u is detached."""
+        require(grad is None or grad in GRAD_MODES, "grad", f"None or one of {GRAD_MODES}", grad)
+        previous: list[Tensor | None] = [None]
+
+        def policy(t: Time, z: Tensor) -> Tensor:
+            with torch.set_grad_enabled(grad is not None and torch.is_grad_enabled()):
+                p = self.costate(t, z)
+                warm = previous[0]
+                if warm is not None and warm.shape[0] != z.shape[0]:
+                    warm = None
+                u, u_star, stats = control_layer(self.problem, t, z, p, warm, self.solver,
+                                                 grad or "jfb")
+            previous[0] = u_star
+            if log is not None:
+                log.add(stats)
+            return u
+
+        return policy
+
+    def rollout(self, x0: Tensor, grad: str | None = None,
+                log: InnerLog | None = None) -> Trajectory:
+        """The closed-loop trajectory from ``x0`` (differentiable when ``grad`` is given)."""
+        return self.problem.rollout(self.feedback(grad, log), x0)
+
+    def objective(self, x0: Tensor, grad: str | None = None,
+                  log: InnerLog | None = None) -> Tensor:
+        """Closed-loop discrete cost J per sample, shape (B,)."""
+        return self.rollout(x0, grad, log).cost
+
+    def control(self, t: Time, z: Tensor, grad: bool = False) -> Tensor:
+        """u*(t, z) = argmin_u H(t, z, ∇_zΦ, u), batched; a feedback law for
+        ``problem.rollout(agent.control, x0)`` (cold start every call, so it is stateless)."""
+        self.problem.check_batch(z, "z", self.problem.state_dim)
+        with torch.set_grad_enabled(grad):
+            p = self.costate(t, z)
+            u, _, _ = control_layer(self.problem, t, z, p, None, self.solver, "implicit")
+        return u
+
+    # --------------------------------------------------------- env interfaces
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """SB3-style ``(action, state)`` for Gymnasium observations concat(z, t), shape
+        (n + 1,) or (K, n + 1); the action is the control u (shape (m,) or (K, m))."""
+        n = self.problem.state_dim
+        obs = np.asarray(observation)
+        require(obs.ndim in (1, 2) and obs.shape[-1] == n + 1, "observation",
+                f"shape ({n + 1},) or (K, {n + 1}) = concat(z, t) of {self.problem.name} "
+                f"with state_dim {n}", obs.shape)
+        single = obs.ndim == 1
+        x = torch.as_tensor(np.atleast_2d(obs), dtype=self.problem.dtype,
+                            device=self.problem.device)
+        u = self.control(x[:, n], x[:, :n].contiguous())
+        action = u.cpu().numpy().astype(np.float32)
+        return (action[0] if single else action), None
+
+    def predict_parallel(self, observations: Mapping[str, Any] | Any,
+                         time: float | None = None) -> dict[str, np.ndarray]:
+        """Every agent's action from a PettingZoo observation dict or the global state.
+
+        Each agent observes the global state concat(z, t) (the PettingZoo envs of jfbgym), so
+        any one observation determines the joint control; agent i (``agent_i``, in order)
+        receives its control block u.view(N, m/N)[i]. A bare global state z (n,) needs
+        ``time``; a global state concat(z, t) (n + 1,) does not.
+        """
+        N, n = self.problem.n_agents, self.problem.state_dim
+        if isinstance(observations, Mapping):
+            require(len(observations) > 0, "observations", "a non-empty dict", observations)
+            names = list(observations)
+            obs = np.asarray(next(iter(observations.values())))
+        else:
+            names = [f"agent_{i}" for i in range(N)]
+            obs = np.asarray(observations)
+            if obs.shape == (n,):
+                require(time is not None, "time", "the time t when given a bare state z", time)
+                obs = np.concatenate([obs, [time]])
+        require(obs.shape == (n + 1,), "observations",
+                f"the global state concat(z, t) of shape ({n + 1},)", obs.shape)
+        action, _ = self.predict(obs)
+        blocks = action.reshape(N, -1)
+        index = {f"agent_{i}": i for i in range(N)}
+        for name in names:
+            require(name in index, "observations", f"agent names among agent_0..agent_{N - 1}",
+                    name)
+        return {name: blocks[index[name]].copy() for name in names}
