@@ -249,6 +249,7 @@ class ControlProblem(torch.nn.Module):
             scale = 1.0 + self.grad_u_hamiltonian(t, z, p, u).norm(dim=-1)
             H = self.hamiltonian(t, z, p, u)
             res = self.stationarity_residual(t, z, p, u, scale)
+            eps = torch.finfo(u.dtype).eps
             it = 0
             while it < options.max_iters and bool((res > tol).any()):
                 it += 1
@@ -262,7 +263,11 @@ class ControlProblem(torch.nn.Module):
                     cand = self.project_control(u + active * step.unsqueeze(-1) * d)
                     H_cand = self.hamiltonian(t, z, p, cand)
                     decrease = (g * (cand - u)).sum(-1)
-                    ok = (H_cand <= H + options.armijo * decrease) & ~accepted
+                    # Near the optimum H changes by less than its rounding error, so Armijo
+                    # alone stalls; there a step is taken if it reduces the residual instead.
+                    flat = (H_cand - H).abs() <= 64 * eps * (1 + H.abs())
+                    better = self.stationarity_residual(t, z, p, cand, scale) < res
+                    ok = ((H_cand <= H + options.armijo * decrease) | (flat & better)) & ~accepted
                     u_new = torch.where(ok.unsqueeze(-1), cand, u_new)
                     H_new = torch.where(ok, H_cand, H_new)
                     accepted |= ok
