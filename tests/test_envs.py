@@ -295,3 +295,20 @@ def test_record_video_writes_playable_mp4(tmp_path):
     finally:
         clip.close()
     assert len(frames) > 0 and frames[0].shape == (480, 480, 3)
+
+
+def test_chunked_step_matches_whole_batch():
+    """The CPU step runs the batch in cache-sized chunks; results must not depend on it."""
+    envs = [ControlVectorEnv("QuadSwarm-v0", num_envs=5, n_agents=3, n_steps=3, chunk_size=c)
+            for c in (2, 5)]
+    assert envs[0].chunk_size == 2 and envs[1].chunk_size == 5
+    actions = np.random.default_rng(0).uniform(-2, 2, size=(4, 5, 12))
+    outs = []
+    for env in envs:
+        env.reset(seed=0)
+        outs.append([env.step(a)[:2] for a in actions])
+    for (o1, r1), (o2, r2) in zip(*outs):
+        np.testing.assert_allclose(o1, o2, rtol=1e-6)
+        np.testing.assert_allclose(r1, r2, rtol=1e-6)
+    with pytest.raises(ValueError, match="chunk_size"):
+        ControlVectorEnv("QuadSwarm-v0", num_envs=2, chunk_size=0)

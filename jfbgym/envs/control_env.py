@@ -62,6 +62,7 @@ from jfbgym.problems import ControlProblem
 QUAD_BOUND = 6.0
 BICYCLE_ACCEL_BOUND = 10.0
 RENDER_FPS = 20
+CHUNK_ELEMENTS = 2**19
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -130,6 +131,14 @@ def transition(problem: ControlProblem, t: Tensor, z: Tensor, u: Tensor, last: T
     else:
         terminal = torch.zeros_like(running)
     return z_next, running, terminal
+
+
+def default_chunk_size(problem: ControlProblem, num_envs: int) -> int:
+    """Envs per chunk of a CPU step: about CHUNK_ELEMENTS entries of the (chunk, N, N)
+    pairwise kernel (a few MB, cache-sized); the whole batch on an accelerator or for N = 1."""
+    if problem.device.type != "cpu" or problem.n_agents == 1:
+        return num_envs
+    return max(1, min(num_envs, CHUNK_ELEMENTS // problem.n_agents**2))
 
 
 def observation(z: Tensor, t: Tensor) -> Tensor:
@@ -307,9 +316,11 @@ class ControlVectorEnv(VectorEnv, _Seeding):
                  problem: ControlProblem | None = None, max_episode_steps: int | None = None,
                  render_mode: str | None = None, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu", differentiable: bool = False,
-                 **problem_kwargs: Any) -> None:
+                 chunk_size: int | None = None, **problem_kwargs: Any) -> None:
         if not (isinstance(num_envs, int) and not isinstance(num_envs, bool) and num_envs >= 1):
             raise ValueError(f"num_envs: expected an integer >= 1, got {num_envs!r}")
+        if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size >= 1):
+            raise ValueError(f"chunk_size: expected an integer >= 1 or None, got {chunk_size!r}")
         if max_episode_steps is not None and not (isinstance(max_episode_steps, int)
                                                   and max_episode_steps >= 1):
             raise ValueError(f"max_episode_steps: expected an integer >= 1 or None, got "
@@ -330,6 +341,8 @@ class ControlVectorEnv(VectorEnv, _Seeding):
         self._low = torch.as_tensor(low, dtype=self.problem.dtype, device=self.problem.device)
         self._high = torch.as_tensor(high, dtype=self.problem.dtype, device=self.problem.device)
         self._times = self.problem.times()
+        self.chunk_size = chunk_size if chunk_size is not None else default_chunk_size(
+            self.problem, num_envs)
         self._z: Tensor | None = None
         self._k = torch.zeros(num_envs, dtype=torch.long, device=self.problem.device)
         self._done = torch.zeros(num_envs, dtype=torch.bool, device=self.problem.device)
@@ -380,8 +393,7 @@ class ControlVectorEnv(VectorEnv, _Seeding):
             u = torch.clamp(u, self._low, self._high)
             k_next = self._k + 1
             terminated = k_next >= self.problem.n_steps
-            z, running, terminal = transition(self.problem, self._times[self._k], self._z, u,
-                                              terminated)
+            z, running, terminal = self._transition(self._times[self._k], u, terminated)
             truncated = (k_next >= self.max_episode_steps) & ~terminated \
                 if self.max_episode_steps is not None else torch.zeros_like(terminated)
             reward = -(running + terminal)
@@ -402,6 +414,16 @@ class ControlVectorEnv(VectorEnv, _Seeding):
         if self.render_mode:
             self._history.append(z.detach())
         return observation(z, self._times[k_next]), reward, terminated, truncated
+
+    def _transition(self, t: Tensor, u: Tensor, last: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``transition`` over the batch in chunks of ``chunk_size`` envs: on a CPU the
+        (chunk, N, N) interaction kernel then stays in cache across its several passes."""
+        if self.chunk_size >= self.num_envs:
+            return transition(self.problem, t, self._z, u, last)
+        parts = [transition(self.problem, *chunk) for chunk in zip(
+            t.split(self.chunk_size), self._z.split(self.chunk_size), u.split(self.chunk_size),
+            last.split(self.chunk_size))]
+        return tuple(torch.cat(p) for p in zip(*parts))  # type: ignore[return-value]
 
     # --------------------------------------------------------------- Gymnasium interface
     def reset(self, *, seed: int | None = None, options: dict | None = None
