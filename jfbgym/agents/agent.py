@@ -154,7 +154,7 @@ class JFBAgent:
                     warm = None
                 u, u_star, stats = control_layer(self.problem, t, z, p, warm, self.solver,
                                                  grad or "jfb")
-            previous[0] = u_star
+            previous[0] = u if grad == "unrolled" else u_star  # unrolled: AD through all
             if log is not None:
                 log.add(stats)
             return u
@@ -197,32 +197,33 @@ class JFBAgent:
         action = u.cpu().numpy().astype(np.float32)
         return (action[0] if single else action), None
 
-    def predict_parallel(self, observations: Mapping[str, Any] | Any,
-                         time: float | None = None) -> dict[str, np.ndarray]:
-        """Every agent's action from a PettingZoo observation dict or the global state.
+    def predict_parallel(self, observations: Any, time: float | None = None
+                         ) -> dict[str, np.ndarray]:
+        """Every agent's action ``{"agent_i": control block i}`` from the global state.
 
-        Each agent observes the global state concat(z, t) (the PettingZoo envs of jfbgym), so
-        any one observation determines the joint control; agent i (``agent_i``, in order)
-        receives its control block u.view(N, m/N)[i]. A bare global state z (n,) needs
-        ``time``; a global state concat(z, t) (n + 1,) does not.
+        The value function needs the joint state, while a PettingZoo agent observes only its
+        neighbourhood, so pass ``env.state()`` (concat(z, t), shape (n + 1,)), a bare state z
+        (n,) with ``time``, or the env itself (its ``state()`` is read and only its live
+        ``agents`` get actions). Agent i's action is u.view(N, m/N)[i] (ConsumptionSavings:
+        the consumption of good i).
         """
         N, n = self.problem.n_agents, self.problem.state_dim
-        if isinstance(observations, Mapping):
-            require(len(observations) > 0, "observations", "a non-empty dict", observations)
-            names = list(observations)
-            obs = np.asarray(next(iter(observations.values())))
-        else:
-            names = [f"agent_{i}" for i in range(N)]
-            obs = np.asarray(observations)
-            if obs.shape == (n,):
-                require(time is not None, "time", "the time t when given a bare state z", time)
-                obs = np.concatenate([obs, [time]])
+        names = [f"agent_{i}" for i in range(N)]
+        if hasattr(observations, "state") and callable(observations.state):
+            self.check_env(observations)
+            names = list(getattr(observations, "agents", names)) or names
+            observations = observations.state()
+        require(not isinstance(observations, Mapping), "observations",
+                "the global state env.state() (per-agent observations are local and do not "
+                "determine the joint control)", type(observations).__name__)
+        obs = np.asarray(observations, dtype=np.float64)
+        if obs.shape == (n,):
+            require(time is not None, "time", "the time t when given a bare state z", time)
+            obs = np.concatenate([obs, [float(time)]])
         require(obs.shape == (n + 1,), "observations",
                 f"the global state concat(z, t) of shape ({n + 1},)", obs.shape)
-        action, _ = self.predict(obs)
-        blocks = action.reshape(N, -1)
-        index = {f"agent_{i}": i for i in range(N)}
+        blocks = self.predict(obs)[0].reshape(N, -1)
+        index = {name: i for i, name in enumerate(f"agent_{i}" for i in range(N))}
         for name in names:
-            require(name in index, "observations", f"agent names among agent_0..agent_{N - 1}",
-                    name)
+            require(name in index, "agents", f"names among agent_0..agent_{N - 1}", name)
         return {name: blocks[index[name]].copy() for name in names}

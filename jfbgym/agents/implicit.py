@@ -8,7 +8,8 @@ the iteration count and how many samples missed the tolerance, so nothing fails 
 Backward (``grad``), with p = ∇_zΦ_θ carrying the dependence on θ:
 
 * ``jfb``: one differentiable application of T at the detached fixed point (the papers' method);
-* ``unrolled``: autograd through every gradient iteration (the papers' AD baseline);
+* ``unrolled``: autograd through every gradient iteration, warm start included (the papers'
+  AD baseline; an automatic α is treated as a constant);
 * ``implicit``: the implicit-function-theorem gradient −H_uu⁻¹ ∂(∇_uH)/∂(z, p), by a backward
   hook that solves with the problem's per-agent Hessian blocks (never a dense Jacobian);
 * ``newton-jfb``: u* − H_uu⁻¹∇_uH(u*) with H_uu detached: its Jacobian in u vanishes at the
@@ -181,7 +182,7 @@ def control_layer(problem: ControlProblem, t: Time, z: Tensor, p: Tensor, u0: Te
         require(options.solver == "gradient", "solver",
                 "'gradient' for grad='unrolled' (it differentiates the gradient iterations)",
                 options.solver)
-        start = problem.initial_control(t, z) if u0 is None else u0.detach()
+        start = problem.initial_control(t, z) if u0 is None else u0  # graph kept: plain AD
         sol = gradient_iteration(problem, t, z, p, start, options)
         u = sol.control
         u_star = u.detach()

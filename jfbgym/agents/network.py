@@ -50,8 +50,7 @@ class ValueNetwork(nn.Module):
         # OT-Flow initialisation: w = 0 and c = 0, so Φ starts as the random quadratic ½|As|².
         self.w = nn.Parameter(torch.zeros(width, **kw))
         self.A = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.rank, d, **kw)))
-        self.c = nn.Parameter(torch.zeros(d, **kw))
-        self.c0 = nn.Parameter(torch.zeros((), **kw))
+        self.c = nn.Parameter(torch.zeros(d, **kw))  # Φ's constant is dropped: u* ignores it
 
     def config(self) -> dict:
         return {"state_dim": self.state_dim, "width": self.width, "depth": self.depth,
@@ -73,7 +72,7 @@ class ValueNetwork(nn.Module):
         for layer in self.layers:
             u = u + self.h * log_cosh(layer(u))
         As = s @ self.A.T
-        return u @ self.w + 0.5 * (As * As).sum(-1) + s @ self.c + self.c0
+        return u @ self.w + 0.5 * (As * As).sum(-1) + s @ self.c
 
     def grad_z(self, t: float | Tensor, z: Tensor) -> Tensor:
         """p = ∇_zΦ(t, z), shape (B, n), by an explicit reverse sweep (differentiable in θ)."""

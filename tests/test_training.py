@@ -1,0 +1,143 @@
+"""Training: LinearQuadratic reaches the Riccati optimum; checkpoints round-trip; resume is
+bit-for-bit; the NaN guard; the policy interfaces; bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import jfbgym.agents.agent as agent_module
+from jfbgym.agents import JFBAgent
+from jfbgym.agents.checkpoint import CHECKPOINT, load_state, snapshot_paths
+from jfbgym.agents.train import TrainConfig, add_arguments, config_from_args, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CPU is shared: one thread is faster and steadier here
+    yield
+    torch.set_num_threads(threads)
+
+
+def lq_config(tmp_path, **overrides) -> TrainConfig:
+    settings = dict(env_id="LinearQuadratic-v0", iters=200, batch=32, val_batch=64, width=16,
+                    depth=3, rank=4, lr=3e-2, seed=0, out=str(tmp_path / "lq"),
+                    checkpoint_every=100)
+    return TrainConfig(**{**settings, **overrides})
+
+
+def test_linear_quadratic_reaches_riccati(tmp_path) -> None:
+    result = train(lq_config(tmp_path), progress=False)
+    assert result.status == "finished" and len(result.history) == 200
+    agent = JFBAgent.load(result.out)
+    x = agent.problem.sample_initial_states(2000, torch.Generator().manual_seed(12345))
+    with torch.no_grad():
+        cost = float(agent.objective(x).mean())
+    optimum = float(agent.problem.riccati_cost(x).mean())
+    assert optimum <= cost * (1 + 1e-6)  # nothing beats the discrete Riccati optimum
+    assert cost <= 1.02 * optimum, (cost, optimum)
+    # the feedback law works with the problem's own rollout and the checkpoint round-trips
+    with torch.no_grad():
+        torch.testing.assert_close(agent.problem.objective(agent.control, x[:64]),
+                                   result.agent.objective(x[:64]))
+    assert [it for it, _ in snapshot_paths(result.out)] == [100, 200]
+    log = json.loads((result.out / "log.json").read_text())
+    assert log == result.history and log[-1]["unconverged"] == 0
+    assert (result.out / "log.csv").read_text().count("\n") == 201
+
+
+def test_resume_is_bit_for_bit(tmp_path) -> None:
+    settings = dict(iters=4, batch=8, val_batch=8, width=8, checkpoint_every=1)
+    straight = train(lq_config(tmp_path, out=str(tmp_path / "a"), **settings), progress=False)
+    train(lq_config(tmp_path, out=str(tmp_path / "b"), **{**settings, "iters": 2}),
+          progress=False)
+    resumed = train(lq_config(tmp_path, out=str(tmp_path / "b"), resume=True, **settings),
+                    progress=False)
+    a, b = (load_state(r.out / CHECKPOINT) for r in (straight, resumed))
+    assert a["iteration"] == b["iteration"] == 4
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    strip = [{k: v for k, v in row.items() if k not in ("seconds", "wall")}
+             for row in (straight.history, resumed.history) for row in row]
+    assert strip[:4] == strip[4:]
+    with pytest.raises(ValueError, match="resume"):  # another network cannot resume this run
+        train(lq_config(tmp_path, out=str(tmp_path / "b"), resume=True,
+                        **{**settings, "width": 9, "iters": 5}), progress=False)
+
+
+def test_nan_guard_restores_then_stops(tmp_path, monkeypatch, capsys) -> None:
+    real = agent_module.JFBAgent.objective
+    calls = {"n": 0}
+
+    def poisoned(self, x0, grad=None, log=None):
+        cost = real(self, x0, grad, log)
+        if grad is not None:  # training calls only
+            calls["n"] += 1
+            if calls["n"] in (3, 5, 6):
+                return cost * float("nan")
+        return cost
+
+    monkeypatch.setattr(agent_module.JFBAgent, "objective", poisoned)
+    result = train(lq_config(tmp_path, iters=10, batch=8, val_batch=8, width=8),
+                   progress=False)
+    out = capsys.readouterr().out + capsys.readouterr().err
+    assert result.status == "non-finite loss"
+    assert [row["iteration"] for row in result.history] == [1, 2, 3]
+    lrs = [row["lr"] for row in result.history]
+    assert lrs == [3e-2, 3e-2, 1.5e-2]  # halved once after the first NaN
+    saved = load_state(result.out / CHECKPOINT)
+    assert saved["iteration"] == 3
+    for value in saved["model"].values():
+        assert torch.isfinite(value).all()
+    assert "non-finite" in out
+
+
+def test_predict_interfaces_and_size_checks(tmp_path) -> None:
+    result = train(TrainConfig(env_id="QuadSwarm-v0", n_agents=2,
+                               problem_kwargs={"n_steps": 8}, iters=1, batch=4, val_batch=4,
+                               width=8, out=str(tmp_path / "q2")), progress=False)
+    agent = JFBAgent.load(result.out)
+    assert agent.env_id == "QuadSwarm-v0" and agent.env_kwargs == {"n_steps": 8, "n_agents": 2}
+    z = agent.problem.sample_initial_states(3, torch.Generator().manual_seed(0))
+    obs = np.concatenate([z.numpy(), np.full((3, 1), 0.25)], axis=1).astype(np.float32)
+    batched, state = agent.predict(obs)
+    single, _ = agent.predict(obs[1])
+    assert state is None and batched.shape == (3, 8) and single.shape == (8,)
+    np.testing.assert_allclose(single, batched[1], rtol=1e-6)
+    expected = agent.control(0.25, torch.as_tensor(obs[:, :-1])).numpy()
+    np.testing.assert_allclose(batched, expected, rtol=1e-6)
+    per_agent = agent.predict_parallel(obs[1])
+    assert list(per_agent) == ["agent_0", "agent_1"]
+    np.testing.assert_allclose(np.concatenate(list(per_agent.values())), single)
+    with pytest.raises(ValueError, match="observation"):
+        agent.predict(np.zeros(13))  # a Quadrotor (N = 1) observation
+    with pytest.raises(ValueError, match="observations"):
+        agent.predict_parallel({"agent_0": obs[0, :10]})
+    from jfbgym.envs.registry import problem_for_env
+    with pytest.raises(ValueError, match="n_agents"):
+        agent.check_problem(problem_for_env("QuadSwarm-v0", n_agents=3, n_steps=8))
+    with pytest.raises(ValueError, match="LinearQuadratic|QuadSwarm"):
+        agent.check_problem(problem_for_env("LinearQuadratic-v0"))
+    with pytest.raises(ValueError, match="run directory"):
+        JFBAgent.load(tmp_path / "nothing")
+
+
+def test_bad_config_and_cli(tmp_path) -> None:
+    for bad in ({"grad": "autodiff"}, {"grad": "unrolled", "solver": "newton"},
+                {"dtype": "float16"}, {"iters": 0}, {"lr": -1.0}, {"env_id": "Nope-v0"}):
+        with pytest.raises(ValueError):
+            train(lq_config(tmp_path, **bad), progress=False)
+    import argparse
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["QuadSwarm-v0", "--n-agents", "6", "--grad", "newton-jfb",
+                              "--problem-kwargs", '{"targets": "formation"}', "--resume",
+                              "--max-minutes", "1.5"])
+    config = config_from_args(args)
+    assert (config.env_id, config.n_agents, config.grad, config.resume, config.max_minutes) \
+        == ("QuadSwarm-v0", 6, "newton-jfb", True, 1.5)
+    assert config.env_kwargs() == {"targets": "formation", "n_agents": 6}
