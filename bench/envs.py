@@ -60,7 +60,7 @@ def single_env_rates(steps: int, repeats: int) -> dict[str, float]:
         env.reset(seed=0)
         a = _rest_action(env)
 
-        def run() -> None:
+        def run(env: ControlEnv = env, a: np.ndarray = a) -> None:
             for _ in range(steps):
                 if env.step(a)[2]:
                     env.reset()
