@@ -6,9 +6,10 @@ env — the ratio is the figure that travels between machines. Writes JSON.
     .venv/bin/python bench/envs.py --quick    # smoke run (small N and K)
 
 Both sides simulate in float32 through the Gymnasium numpy interface (``step``), with
-autoreset, validation and the O(N²) interaction term included. Wall times on a shared machine
-are noisy, so each figure is the best of ``--repeats`` timings, and the process CPU time and the
-load average are recorded beside them.
+autoreset, validation and the O(N²) interaction term included. The vector env is timed with one
+torch thread and with all of them (on a loaded machine one thread can win: a multi-threaded op
+waits for its slowest thread). Wall times on a shared machine are noisy, so each figure is the
+best of ``--repeats`` timings, and the process CPU time and the load average are recorded.
 """
 
 from __future__ import annotations
@@ -70,36 +71,35 @@ def single_env_rates(steps: int, repeats: int) -> dict[str, float]:
     return rates
 
 
-def vector_vs_loop(n_agents: int, num_envs: int, vec_steps: int, repeats: int) -> dict:
-    """Agent-steps/s of ``vec_steps`` vector steps of K envs vs K·vec_steps single-env steps."""
+def vector_rate(n_agents: int, num_envs: int, vec_steps: int, repeats: int) -> dict:
+    """Agent-steps/s of ``vec_steps`` steps of the vector env with K = ``num_envs``."""
     venv = ControlVectorEnv("QuadSwarm-v0", num_envs=num_envs, n_agents=n_agents)
     venv.reset(seed=0)
     va = _rest_action(venv, num_envs)
 
-    def run_vector() -> None:
+    def run() -> None:
         for _ in range(vec_steps):
             venv.step(va)
 
+    wall, cpu = _best(run, repeats)
+    return {"agent_steps_per_s": n_agents * num_envs * vec_steps / wall,
+            "cpu_s_per_step": cpu / vec_steps, "chunk_size": venv.chunk_size}
+
+
+def loop_rate(n_agents: int, num_envs: int, vec_steps: int, repeats: int) -> dict:
+    """Agent-steps/s of the same K·``vec_steps`` steps done by looping one single env."""
     single = ControlEnv("QuadSwarm-v0", n_agents=n_agents, dtype=torch.float32)
     single.reset(seed=0)
     sa = _rest_action(single)
 
-    def run_loop() -> None:
-        for _ in range(vec_steps):
-            for _ in range(num_envs):
-                if single.step(sa)[2]:
-                    single.reset()
+    def run() -> None:
+        for _ in range(vec_steps * num_envs):
+            if single.step(sa)[2]:
+                single.reset()
 
-    v_wall, v_cpu = _best(run_vector, repeats)
-    l_wall, l_cpu = _best(run_loop, repeats)
-    agent_steps = n_agents * num_envs * vec_steps
-    return {"num_envs": num_envs, "n_agents": n_agents, "vector_steps": vec_steps,
-            "chunk_size": venv.chunk_size,
-            "vector_agent_steps_per_s": agent_steps / v_wall,
-            "vector_cpu_s_per_step": v_cpu / vec_steps,
-            "looped_single_agent_steps_per_s": agent_steps / l_wall,
-            "looped_cpu_s_per_step": l_cpu / vec_steps,
-            "ratio_vector_over_loop": l_wall / v_wall}
+    wall, cpu = _best(run, repeats)
+    return {"agent_steps_per_s": n_agents * num_envs * vec_steps / wall,
+            "cpu_s_per_K_steps": cpu / vec_steps}
 
 
 def main() -> int:
@@ -107,21 +107,33 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "envs.json")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     repeats = args.repeats or (1 if args.quick else 5)
     n_agents = 10 if args.quick else 100
     sizes = (1, 16) if args.quick else (1, 64, 1024)
+    steps = 2 if args.quick else 10
     load_before = os.getloadavg()
+    threads = torch.get_num_threads()
+    single = single_env_rates(20 if args.quick else 200, repeats)
+    rows = [{"num_envs": k, "n_agents": n_agents, "vector_steps": steps,
+             "looped_single": loop_rate(n_agents, k, steps, repeats),
+             "vector_by_torch_threads": {str(threads): vector_rate(n_agents, k, steps, repeats)}}
+            for k in sizes]
+    if threads > 1:  # last: after set_num_threads(1) a larger pool is not timed again
+        torch.set_num_threads(1)
+        for row in rows:
+            row["vector_by_torch_threads"]["1"] = vector_rate(n_agents, row["num_envs"], steps,
+                                                              repeats)
+    for row in rows:
+        best = max(v["agent_steps_per_s"] for v in row["vector_by_torch_threads"].values())
+        row["vector_agent_steps_per_s"] = best
+        row["ratio_vector_over_loop"] = best / row["looped_single"]["agent_steps_per_s"]
     result = {
         "benchmark": "envs", "quick": args.quick, "jfbgym": jfbgym.__version__,
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "torch_threads": threads,
         "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-        "single_env_steps_per_s": single_env_rates(20 if args.quick else 200, repeats),
-        "quadswarm": [vector_vs_loop(n_agents, k, 2 if args.quick else 10, repeats)
-                      for k in sizes],
+        "single_env_steps_per_s": single,
+        "quadswarm": rows,
         "target_agent_steps_per_s_at_K1024_N100": TARGET,
         "load_average_before_after": [load_before, os.getloadavg()],
     }
@@ -130,7 +142,7 @@ def main() -> int:
     for row in result["quadswarm"]:
         print(f"N={row['n_agents']} K={row['num_envs']:5d}: vector "
               f"{row['vector_agent_steps_per_s']:.3g} agent-steps/s, looped single "
-              f"{row['looped_single_agent_steps_per_s']:.3g}, ratio "
+              f"{row['looped_single']['agent_steps_per_s']:.3g}, ratio "
               f"{row['ratio_vector_over_loop']:.1f}")
     print(f"wrote {args.out}")
     return 0

@@ -389,6 +389,10 @@ class ControlVectorEnv(VectorEnv, _Seeding):
         u = actions.to(dtype=self.problem.dtype, device=self.problem.device)
         if not bool(torch.isfinite(u).all()):
             raise ValueError("actions: expected finite values, got NaN or inf")
+        return self._advance(u)
+
+    def _advance(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``step_torch`` after validation (``step`` validates in numpy)."""
         with torch.set_grad_enabled(self.differentiable):
             u = torch.clamp(u, self._low, self._high)
             k_next = self._k + 1
@@ -439,8 +443,10 @@ class ControlVectorEnv(VectorEnv, _Seeding):
                                                  np.ndarray, dict]:
         a = check_actions(actions, (self.num_envs, self.problem.control_dim), "actions")
         u = torch.as_tensor(a, dtype=self.problem.dtype).to(self.problem.device)
+        if self._z is None:
+            raise RuntimeError("step: call reset() first")
         with torch.no_grad():
-            obs, reward, terminated, truncated = self.step_torch(u)
+            obs, reward, terminated, truncated = self._advance(u)
         running, terminal = self._last_costs
         every = np.ones(self.num_envs, dtype=bool)
         info = {"running_cost": self._numpy(running, np.float64), "_running_cost": every,
