@@ -312,3 +312,18 @@ def test_chunked_step_matches_whole_batch():
         np.testing.assert_allclose(r1, r2, rtol=1e-6)
     with pytest.raises(ValueError, match="chunk_size"):
         ControlVectorEnv("QuadSwarm-v0", num_envs=2, chunk_size=0)
+
+
+def test_vector_render_and_seed_checks():
+    envs = ControlVectorEnv("MultiBicycle-v0", num_envs=2, n_steps=2, render_mode="rgb_array")
+    envs.reset(seed=0)
+    for _ in range(3):  # the third step autoresets: each frame shows its env's own episode
+        envs.step(np.zeros((2, 10)))
+    frames = envs.render()
+    assert len(frames) == 2 and all(f.shape == (480, 480, 3) for f in frames)
+    assert not np.array_equal(frames[0], frames[1])
+    with pytest.raises(ValueError, match="seed"):
+        envs.reset(seed=[1, 2])
+    a, b = (ControlVectorEnv("QuadSwarm-v0", num_envs=3, n_agents=2, n_steps=2) for _ in range(2))
+    assert np.array_equal(a.reset(seed=5)[0], b.reset(seed=5)[0])
+    assert not np.array_equal(a.reset(seed=6)[0], b.reset(seed=5)[0])

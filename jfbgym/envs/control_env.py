@@ -364,6 +364,8 @@ class ControlVectorEnv(VectorEnv, _Seeding):
         may require grad and the episode costs are differentiable in it.
         """
         if seed is not None:
+            if not isinstance(seed, int) or isinstance(seed, bool):
+                raise ValueError(f"seed: expected an int or None, got {seed!r}")
             VectorEnv.reset(self, seed=seed)
         generator = self._seed_generator(seed, self.np_random)
         with torch.set_grad_enabled(self.differentiable):
