@@ -209,12 +209,12 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             strikes = 0
             optimizer.step()
             iteration += 1
+            seconds = time.perf_counter() - tic  # the training step alone, validation excluded
             # 3. validation on the fixed held-out batch drives the learning-rate schedule
             if iteration % config.val_every == 0 or iteration == config.iters:
                 with torch.no_grad():
                     val_cost = float(agent.objective(x_val).mean())
                 scheduler.step(val_cost)
-            seconds = time.perf_counter() - tic
             row = {"iteration": iteration, "loss": float(loss.detach()), "val_cost": val_cost,
                    **log.summary(), "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
                    "wall": wall0 + time.perf_counter() - clock}
