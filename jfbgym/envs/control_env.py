@@ -104,13 +104,13 @@ def build_problem(env_id: str | None, problem: ControlProblem | None, dtype: tor
     return problem_for_env(env_id, dtype=dtype, device=device, **problem_kwargs)
 
 
-def check_actions(actions: Any, shape: tuple[int, ...], name: str = "action") -> np.ndarray:
-    """``actions`` as a float64 array of exactly ``shape``, finite, else ``ValueError``."""
+def finite_array(values: Any, shape: tuple[int, ...], name: str = "action") -> np.ndarray:
+    """``values`` as a float64 array of exactly ``shape``, finite, else ``ValueError``."""
     try:
-        a = np.asarray(actions, dtype=np.float64)
+        a = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name}: expected a numeric array of shape {shape}, got "
-                         f"{type(actions).__name__}") from err
+                         f"{type(values).__name__}") from err
     if a.shape != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
     if not np.isfinite(a).all():
@@ -155,7 +155,7 @@ def _initial_state(problem: ControlProblem, value: Any, batch: int) -> Tensor:
     if isinstance(value, Tensor):
         x0 = value.to(dtype=problem.dtype, device=problem.device)
     else:
-        x0 = torch.as_tensor(check_actions(value, np.shape(value), "initial_state"),
+        x0 = torch.as_tensor(finite_array(value, np.shape(value), "initial_state"),
                              dtype=problem.dtype, device=problem.device)
     if x0.dim() == 1:
         x0 = x0.unsqueeze(0).expand(batch, -1)
@@ -237,12 +237,17 @@ class ControlEnv(gym.Env[np.ndarray, np.ndarray], _Seeding):
             raise RuntimeError("state: call reset() first")
         return self._z[0].detach().cpu().double().numpy().copy()
 
+    @property
+    def time(self) -> float:
+        """The current time t_k."""
+        return float(self._times[self._k])
+
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._z is None:
             raise RuntimeError("step: call reset() first")
         if self._k >= self.problem.n_steps:
             raise RuntimeError("step: the episode has ended (t = T); call reset()")
-        a = check_actions(action, (self.problem.control_dim,))
+        a = finite_array(action, (self.problem.control_dim,))
         with torch.no_grad():
             u = torch.as_tensor(a, dtype=self.problem.dtype, device=self.problem.device)
             u = torch.clamp(u, self._low, self._high).unsqueeze(0)
@@ -443,7 +448,7 @@ class ControlVectorEnv(VectorEnv, _Seeding):
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                  np.ndarray, dict]:
-        a = check_actions(actions, (self.num_envs, self.problem.control_dim), "actions")
+        a = finite_array(actions, (self.num_envs, self.problem.control_dim), "actions")
         u = torch.as_tensor(a, dtype=self.problem.dtype).to(self.problem.device)
         if self._z is None:
             raise RuntimeError("step: call reset() first")

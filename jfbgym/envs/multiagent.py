@@ -34,7 +34,7 @@ import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from jfbgym.envs.control_env import ControlEnv, check_actions
+from jfbgym.envs.control_env import ControlEnv, finite_array
 from jfbgym.envs.registry import problem_kwargs, strip_namespace
 from jfbgym.problems import ControlProblem
 
@@ -111,10 +111,10 @@ class ControlParallelEnv(ParallelEnv):
             got = sorted(actions) if isinstance(actions, dict) else type(actions).__name__
             raise ValueError(f"actions: expected a dict with one action per live agent "
                              f"{self.agents}, got {got}")
-        joint = np.concatenate([check_actions(actions[a], (self._block,), f"actions[{a!r}]")
+        joint = np.concatenate([finite_array(actions[a], (self._block,), f"actions[{a!r}]")
                                 for a in self.agents])
         _, reward, terminated, truncated, info = self.env.step(joint)
-        obs = self._agent_dict(self._observe(self.env.state, self._time()))
+        obs = self._agent_dict(self._observe(self.env.state, self.env.time))
         share = reward / self.problem.n_agents
         agents = self.agents
         rewards = {a: share for a in agents}
@@ -129,7 +129,7 @@ class ControlParallelEnv(ParallelEnv):
               ) -> tuple[dict, dict]:
         self.env.reset(seed=seed, options=options)
         self.agents = list(self.possible_agents)
-        obs = self._agent_dict(self._observe(self.env.state, self._time()))
+        obs = self._agent_dict(self._observe(self.env.state, self.env.time))
         return obs, {a: {} for a in self.agents}
 
     def render(self) -> np.ndarray | None:
@@ -141,7 +141,7 @@ class ControlParallelEnv(ParallelEnv):
     def state(self) -> np.ndarray:
         """The global observation [z, t] (float32)."""
         z = self.env.state
-        return np.concatenate([z, [self._time()]]).astype(np.float32)
+        return np.concatenate([z, [self.env.time]]).astype(np.float32)
 
     # ---------------------------------------------------------------- helpers
     def _agent_index(self, agent: str) -> int:
@@ -149,9 +149,6 @@ class ControlParallelEnv(ParallelEnv):
             raise ValueError(f"agent: expected one of {self.possible_agents[:3]}..., got "
                              f"{agent!r}")
         return self._index[agent]
-
-    def _time(self) -> float:
-        return float(self.env._times[self.env._k])
 
     def _agent_dict(self, obs: np.ndarray) -> dict[str, np.ndarray]:
         return {a: obs[self._index[a]].copy() for a in self.agents}
