@@ -14,7 +14,7 @@ MultiBicycle: 2, ConsumptionSavings: 1 — the consumption of good i).
 * QuadSwarm / Quadrotor: own state (12), own target position (3), the positions of its
   ``neighbours`` nearest drones relative to it (3 each, nearest first), t. N = 1 is supported
   (no neighbours).
-* MultiBicycle: own state (4), the target (2), the relative positions of its ``neighbours``
+* MultiBicycle: own state (4), its target (2), the relative positions of its ``neighbours``
   nearest bicycles (2 each, nearest first), t.
 * ConsumptionSavings: the shared wealth, its own habit, the mean habit of all goods, t.
 

@@ -97,8 +97,8 @@ def _draw_time_series(fig: Figure, panels: list[tuple[str, np.ndarray, np.ndarra
     """Stacked panels of curves against time on the whole horizon [0, T]."""
     axes = fig.subplots(len(panels), 1, sharex=True)
     for ax, (label, t, y) in zip(np.atleast_1d(axes), panels):
-        if len(t):
-            ax.plot(t, y, lw=1.0)
+        if len(t):  # markers too, so a one-sample prefix is visible
+            ax.plot(t, y, lw=1.0, marker="." if len(t) < 3 else None)
         ax.set_ylabel(label)
         ax.set_xlim(0.0, horizon)
     np.atleast_1d(axes)[-1].set_xlabel("t")
