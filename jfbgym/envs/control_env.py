@@ -38,7 +38,14 @@ defaults to float64: exact returns cost nothing at batch size one).
 ``ControlVectorEnv`` runs K episodes as one (K, n) tensor on any device with Gymnasium's
 next-step autoreset, numpy in and out; ``reset_torch``/``step_torch`` are the same code with
 tensors in and out, and with ``differentiable=True`` gradients flow from the rewards back to the
-actions and initial states (off by default, as in VMAS and gymnax).
+actions and initial states (off by default, as in VMAS and gymnax). On a CPU a step runs the
+batch in chunks of ``chunk_size`` envs (default: about 2¹⁹ entries of the (chunk, N, N)
+interaction kernel), which keeps the kernel's several passes in cache: ~5x less CPU time per
+step at N = 100, K = 1024 than one whole-batch call.
+
+Registration (``jfbgym/__init__.py``): ``max_episode_steps`` is the id's default ``n_steps``;
+raising ``n_steps`` through ``make`` needs ``max_episode_steps`` raised with it (or ``-1``),
+lowering it needs nothing (the env terminates at its own t = T).
 
 Version history: v0 — first release.
 """
