@@ -327,3 +327,11 @@ def test_vector_render_and_seed_checks():
     a, b = (ControlVectorEnv("QuadSwarm-v0", num_envs=3, n_agents=2, n_steps=2) for _ in range(2))
     assert np.array_equal(a.reset(seed=5)[0], b.reset(seed=5)[0])
     assert not np.array_equal(a.reset(seed=6)[0], b.reset(seed=5)[0])
+
+
+def test_longer_horizon_through_make_with_max_episode_steps():
+    env = gym.make("Quadrotor-v0", n_steps=170, max_episode_steps=-1)
+    env.reset(seed=0)
+    hover = np.array([0.5, 0.0, 0.0, 0.0], dtype=np.float32)
+    ends = [env.step(hover)[2:4] for _ in range(170)]
+    assert ends[-1] == (True, False) and not any(t or u for t, u in ends[:-1])
