@@ -183,6 +183,8 @@ def test_bad_actions_raise(bad):
         venv.step(np.full((2, 8), bad))
     with pytest.raises(ValueError, match="finite"):
         venv.step_torch(torch.full((2, 8), bad))
+    with pytest.raises(ValueError, match="shape"):
+        venv.step_torch(torch.zeros(2, 7))
 
 
 def test_out_of_box_actions_are_clipped():
@@ -194,6 +196,10 @@ def test_out_of_box_actions_are_clipped():
     obs_a, r_a, *_ = env_a.step(big)
     obs_b, r_b, *_ = env_b.step(high)
     assert np.array_equal(obs_a, obs_b) and r_a == r_b
+    venv = ControlVectorEnv("MultiBicycle-v0", num_envs=2, **SHORT)
+    venv.reset(seed=0)
+    info = venv.step(np.stack([big, -big]))[-1]
+    np.testing.assert_array_equal(info["applied_action"], np.stack([high, -high]))
     # steering is limited by the problem's own δ_max, acceleration by the documented 10
     assert high[0] == pytest.approx(np.pi / 2 - 0.25) and high[1] == 10.0
 

@@ -318,7 +318,8 @@ class ControlVectorEnv(VectorEnv, _Seeding):
     ``step`` takes a (K, m) numpy array; an env that ended on the previous step is reset
     instead of stepped (its action ignored, reward 0, not terminated), as Gymnasium's
     ``AutoresetMode.NEXT_STEP`` prescribes. ``info`` holds per-env ``running_cost`` and
-    ``terminal_cost`` arrays. ``reset_torch``/``step_torch`` are the tensor interface.
+    ``terminal_cost`` arrays and the clipped ``applied_action`` (K, m).
+    ``reset_torch``/``step_torch`` are the tensor interface.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS,
@@ -398,8 +399,8 @@ class ControlVectorEnv(VectorEnv, _Seeding):
             raise RuntimeError("step_torch: call reset_torch() or reset() first")
         shape = (self.num_envs, self.problem.control_dim)
         if not isinstance(actions, Tensor) or tuple(actions.shape) != shape:
-            raise ValueError(f"actions: expected a tensor of shape {shape}, got "
-                             f"{tuple(actions.shape) if isinstance(actions, Tensor) else type(actions).__name__}")
+            got = tuple(actions.shape) if isinstance(actions, Tensor) else type(actions).__name__
+            raise ValueError(f"actions: expected a tensor of shape {shape}, got {got}")
         u = actions.to(dtype=self.problem.dtype, device=self.problem.device)
         if not bool(torch.isfinite(u).all()):
             raise ValueError("actions: expected finite values, got NaN or inf")
@@ -463,8 +464,10 @@ class ControlVectorEnv(VectorEnv, _Seeding):
             obs, reward, terminated, truncated = self._advance(u)
         running, terminal = self._last_costs
         every = np.ones(self.num_envs, dtype=bool)
+        box = self.single_action_space
         info = {"running_cost": self._numpy(running, np.float64), "_running_cost": every,
-                "terminal_cost": self._numpy(terminal, np.float64), "_terminal_cost": every.copy()}
+                "terminal_cost": self._numpy(terminal, np.float64), "_terminal_cost": every.copy(),
+                "applied_action": np.clip(a, box.low, box.high), "_applied_action": every.copy()}
         return (self._numpy(obs, np.float32), self._numpy(reward, np.float64),
                 terminated.cpu().numpy().copy(), truncated.cpu().numpy().copy(), info)
 
