@@ -130,6 +130,11 @@ def test_inner_solve_is_stationary_unique_and_global_per_good(m):
     assert sol.converged and float(sol.residual.max()) < 1e-8
     u = sol.control
     assert bool((u > z[:, 1:]).all())
+    # warm starts (the solution itself, or far from it) land on the same root
+    again = prob.optimal_control(t, z, p, u0=u)
+    assert again.iterations <= 2 and rel_err(again.control, u) < 1e-12
+    far = prob.optimal_control(t, z, p, u0=z[:, 1:] + 50.0 * torch.rand(u.shape, dtype=F64))
+    assert far.converged and rel_err(far.control, u) < 1e-10
     # H is separable: compare each good against a dense grid of its own 1-D problem
     h = z[:, 1:]
     s = torch.logspace(-6, 5, 5001, dtype=F64).reshape(-1, 1, 1)

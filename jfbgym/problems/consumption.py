@@ -28,7 +28,8 @@ threshold κ (``kappa``, default 1e-4):
 Inner problem. H separates into one 1-D problem per good in the margin s = u − h:
 φ'(s) = −e^{−δt} U'(s) − p_x + p_{h} A η (s + h)^{η−1}. With A ≥ 0 and η ≤ 1 this has
 exactly one root when φ'(∞) = −p_x (+ p_h A if η = 1) is positive; ``optimal_control`` brackets
-it and runs a safeguarded Newton iteration (bisection when Newton leaves the bracket). When
+it and runs a safeguarded Newton iteration (Newton on log φ'-balance in log s, exact in one step
+without habits; bisection when a step leaves the bracket). When
 φ'(∞) ≤ 0, H is unbounded below in u (consuming is free or pays): there is no minimiser and we
 do not pretend — consumption is set to the cap ``max_consumption`` and the sample's residual
 is reported as ``inf`` (not converged). Closed forms for A = B = 0 and h = 0 (Merton's
@@ -234,9 +235,10 @@ class ConsumptionSavings(ControlProblem):
         diag = self._hessian_diagonal(t, z, p, u).abs().clamp_min(CURVATURE_FLOOR)
         return v / (diag + damping)
 
-    def _solve_margins(self, t: Time, z: Tensor, p: Tensor, max_iters: int
-                       ) -> tuple[Tensor, Tensor, int]:
-        """Per good, the root s of φ'(s) = ∂H/∂u at u = h + s (see the module docstring).
+    def _solve_margins(self, t: Time, z: Tensor, p: Tensor, start: Tensor | None,
+                       max_iters: int) -> tuple[Tensor, Tensor, int]:
+        """Per good, the root s of φ'(s) = ∂H/∂u at u = h + s (see the module docstring),
+        from ``start`` (a margin guess) or, without one, Merton's root (exact when A = 0).
 
         Returns (s, capped, iterations); ``capped`` marks goods without a minimiser (or one past
         the dtype's range), whose s is max_consumption − h.
@@ -244,47 +246,62 @@ class ConsumptionSavings(ControlProblem):
         h, px = z[:, 1:], p[:, :1]
         disc = self._discount(t, z)
         coef = p[:, 1:] * self.A
-        kappa = self.kappa
+        kappa, gamma, eta = self.kappa, self.gamma, self.eta
+        tiny, eps = torch.finfo(z.dtype).tiny, torch.finfo(z.dtype).eps
+        huge = torch.finfo(z.dtype).max / 8
 
-        def dphi(s: Tensor) -> Tensor:
-            return (-disc * utility(s, self.gamma, kappa)[1] - px
-                    + coef * power(s + h, self.eta, kappa)[1])
+        def derivatives(s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            """(φ', φ'', the magnitude of φ'’s terms, the habit term p_h A P_η'(u))."""
+            _, U1, U2 = utility(s, gamma, kappa)
+            _, P1, P2 = power(s + h, eta, kappa)
+            own, habit = disc * U1, coef * P1
+            return habit - own - px, coef * P2 - disc * U2, own.abs() + px.abs() + habit.abs(), \
+                habit
 
-        def d2phi(s: Tensor) -> Tensor:
-            return (-disc * utility(s, self.gamma, kappa)[2]
-                    + coef * power(s + h, self.eta, kappa)[2])
-
-        slope_at_infinity = -px + (coef if self.eta == 1.0 else torch.zeros_like(coef))
+        slope_at_infinity = -px + (coef if eta == 1.0 else torch.zeros_like(coef))
         bounded = slope_at_infinity > 0
         s_cap = (self.max_consumption - h).clamp_min(kappa)
-        tiny = torch.finfo(z.dtype).tiny
-        # Merton's root (exact when A = 0) as the first guess.
-        guess = (disc / slope_at_infinity.clamp_min(tiny)) ** (1.0 / self.gamma)
-        s = torch.where(bounded, guess.clamp(kappa, torch.finfo(z.dtype).max / 8), s_cap)
+        if start is None:
+            start = (disc / slope_at_infinity.clamp_min(tiny)) ** (1.0 / gamma)
+        s = torch.where(bounded, start.clamp(kappa, huge), s_cap)
         lo, hi = s.clone(), s.clone()
         for _ in range(400):  # φ' → −∞ as s → −∞ (the continuation of U), so this ends
-            grow = bounded & (dphi(lo) > 0)
+            grow = bounded & (derivatives(lo)[0] > 0)
             if not bool(grow.any()):
                 break
             lo = torch.where(grow, lo - 0.75 * lo.abs() - kappa, lo)
-        huge = torch.finfo(z.dtype).max / 8
         for _ in range(400):  # φ'(∞) > 0 where bounded; only overflow stops it short
-            grow = bounded & (dphi(hi) < 0) & (hi < huge)
+            grow = bounded & (derivatives(hi)[0] < 0) & (hi < huge)
             if not bool(grow.any()):
                 break
             hi = torch.where(grow, 4.0 * hi + kappa, hi)
-        capped = ~bounded | ~(dphi(hi) >= 0)
-        eps = torch.finfo(z.dtype).eps
+        capped = ~bounded | ~(derivatives(hi)[0] >= 0)
+        log_disc = torch.log(disc)
         it = 0
         for it in range(1, max_iters + 1):
-            g = dphi(s)
+            g, curv, terms, habit = derivatives(s)
             lo = torch.where(g < 0, s, lo)
             hi = torch.where(g > 0, s, hi)
-            curv = d2phi(s)
+            # Above κ, φ' = 0 reads G(y) = γy + log c(e^y) − log e^{−δt} = 0 in y = log s, with
+            # c(s) = −p_x + p_h A η (s + h)^{η−1}: linear in y when A = 0, nearly so otherwise,
+            # so Newton on G takes few steps. Elsewhere, plain Newton on φ'.
+            c = habit - px
+            cp = c.clamp_min(tiny)
+            sp = s.clamp_min(kappa)
+            G = gamma * torch.log(sp) + torch.log(cp) - log_disc
+            dG = gamma + sp * (eta - 1.0) * habit / ((s + h).clamp_min(kappa) * cp)
+            smooth = (s >= kappa) & (s + h >= kappa) & (c > 0) & (dG > 0)
+            log_newton = sp * torch.exp(-G / torch.where(smooth, dG, torch.ones_like(dG)))
             newton = s - g / torch.where(curv > 0, curv, torch.ones_like(curv))
-            inside = (curv > 0) & (newton > lo) & (newton < hi)
-            s_new = torch.where(inside, newton, 0.5 * (lo + hi))
-            active = ~capped & (g != 0) & ((s_new - s).abs() > 2 * eps * s.abs().clamp_min(kappa))
+            cand = torch.where(smooth, log_newton, newton)
+            valid = smooth | (curv > 0)
+            # converged: φ' is zero to the rounding of its terms, or the step is below rounding
+            done = (g.abs() <= 8 * eps * terms) \
+                | (valid & ((cand - s).abs() <= 2 * eps * s.abs().clamp_min(kappa)))
+            inside = valid & (cand > lo) & (cand < hi)
+            mid = torch.where(lo > 0, torch.sqrt(lo * hi), 0.5 * (lo + hi))
+            s_new = torch.where(inside, cand, mid)
+            active = ~capped & ~done & (s_new != s)
             s = torch.where(active, s_new, s)
             if not bool(active.any()):
                 break
@@ -292,14 +309,16 @@ class ConsumptionSavings(ControlProblem):
 
     def optimal_control(self, t: Time, z: Tensor, p: Tensor, u0: Tensor | None = None,
                         options: NewtonOptions = NewtonOptions()) -> InnerSolution:
-        """Per-good safeguarded Newton on ∂H/∂u_i = 0 in the margin u_i − h_i; goods without a
-        minimiser get ``max_consumption`` and make their sample's residual ``inf``. The
-        residual is relative to 1 + ‖∇_u H(u0)‖ (u0 = ``initial_control`` by default)."""
+        """Per-good safeguarded Newton on ∂H/∂u_i = 0 in the margin u_i − h_i, warm-started
+        from ``u0`` when given (else from Merton's root); goods without a minimiser get
+        ``max_consumption`` and make their sample's residual ``inf``. The residual is relative
+        to 1 + ‖∇_u H(u0)‖ (u0 = ``initial_control`` by default)."""
         self.check_inputs(z, u0, p)
         tol = options.tol if options.tol is not None else self.default_tol()
         with torch.no_grad():
             z, p = z.detach(), p.detach()
-            s, capped, it = self._solve_margins(t, z, p, options.max_iters)
+            guess = None if u0 is None else u0.detach() - z[:, 1:]
+            s, capped, it = self._solve_margins(t, z, p, guess, options.max_iters)
             u = z[:, 1:] + s
             start = self.initial_control(t, z) if u0 is None else u0.detach()
             scale = 1.0 + self.grad_u_hamiltonian(t, z, p, start).norm(dim=-1)
