@@ -141,3 +141,48 @@ def test_bad_config_and_cli(tmp_path) -> None:
     assert (config.env_id, config.n_agents, config.grad, config.resume, config.max_minutes) \
         == ("QuadSwarm-v0", 6, "newton-jfb", True, 1.5)
     assert config.env_kwargs() == {"targets": "formation", "n_agents": 6}
+
+
+def test_ctrl_c_and_time_budget_save_before_stopping(tmp_path, monkeypatch) -> None:
+    real = agent_module.JFBAgent.objective
+    calls = {"n": 0}
+
+    def interrupted(self, x0, grad=None, log=None):
+        if grad is not None:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+        return real(self, x0, grad, log)
+
+    monkeypatch.setattr(agent_module.JFBAgent, "objective", interrupted)
+    result = train(lq_config(tmp_path, iters=10, batch=8, val_batch=8, width=8,
+                             checkpoint_every=100), progress=False)
+    assert result.status == "interrupted" and len(result.history) == 2
+    assert load_state(result.out / CHECKPOINT)["iteration"] == 2
+    monkeypatch.undo()
+    budget = train(lq_config(tmp_path, out=str(tmp_path / "budget"), iters=1000, batch=8,
+                             val_batch=8, width=8, max_minutes=1e-9), progress=False)
+    assert budget.status == "time budget" and len(budget.history) == 1
+    assert load_state(budget.out / CHECKPOINT)["iteration"] == 1
+
+
+@pytest.mark.parametrize("env_id, n_agents", [("Quadrotor-v0", 1), ("QuadSwarm-v0", 2)])
+def test_quadswarm_cost_falls(tmp_path, env_id: str, n_agents: int) -> None:
+    result = train(TrainConfig(env_id=env_id, n_agents=n_agents, problem_kwargs={"n_steps": 20},
+                               iters=15, batch=16, val_batch=32, width=16, seed=1,
+                               out=str(tmp_path / env_id)), progress=False)
+    first, last = result.history[0], result.history[-1]
+    assert last["val_cost"] < 0.5 * first["val_cost"], (first["val_cost"], last["val_cost"])
+    assert sum(row["unconverged"] for row in result.history) == 0
+
+
+def test_cli_train_then_load(tmp_path) -> None:
+    from jfbgym.cli import main as cli
+    out = tmp_path / "cli"
+    assert cli(["train", "LinearQuadratic-v0", "--iters", "2", "--batch", "4", "--val-batch",
+                "4", "--width", "8", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["iters"] == 2 and config["agent"]["problem_name"] == "LinearQuadratic"
+    assert "version" in config and config["agent"]["solver"]["solver"] == "newton"
+    assert JFBAgent.load(out).env_id == "LinearQuadratic-v0"
+    assert cli(["train", "LinearQuadratic-v0", "--grad", "unrolled", "--out", str(out)]) == 2
