@@ -124,7 +124,7 @@ def test_torch_interface_gradients_match_finite_differences():
     differences along random directions (nonlinear QuadSwarm with its interaction term)."""
     K, n_steps = 2, 4
     env = ControlVectorEnv("QuadSwarm-v0", num_envs=K, n_agents=3, n_steps=n_steps,
-                           dtype=torch.float64, differentiable=True)
+                           dtype=torch.float64, differentiable=True, chunk_size=1)
     g = torch.Generator().manual_seed(0)
     x0 = env.problem.sample_initial_states(K, g) + 0.3 * torch.randn(K, 36, generator=g,
                                                                      dtype=torch.float64)
