@@ -1,0 +1,152 @@
+"""How good is a controller: mean J ± 95% CI on a fixed held-out set, and its optimality gap.
+
+Every method is scored on the *same* initial states — ``held_out_states(problem)``, drawn from ρ
+with a fixed seed that training never uses — so numbers from different runs and methods are
+comparable. The confidence interval is the normal approximation mean ± 1.96·s/√n (n = 100 by
+default). The optimality gap is (J̄ − J̄*)/|J̄*| with J̄* the mean open-loop optimum
+(``jfbgym.openloop``) over the same states: a ratio of means, so states whose J* is near zero
+cannot blow it up. Inference time is the wall-clock of the rollout per time step of the whole
+batch (policy plus dynamics), as the user would run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from jfbgym.openloop import OpenLoopResult, open_loop_optimum
+from jfbgym.problems.base import ControlProblem, positive_int, require
+from jfbgym.rollout import feedback_of, initial_states, resolve_problem, rollout
+
+HELD_OUT_SEED = 2_718_281  # never a training seed: training draws from its own generator
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One method's scores on the held-out states (``costs`` float64, one per state)."""
+
+    name: str
+    costs: Tensor
+    gap: float | None
+    seconds_per_step: float
+    train_seconds: float | None = None
+
+    @property
+    def mean(self) -> float:
+        return float(self.costs.mean())
+
+    @property
+    def ci95(self) -> float:
+        """Half-width of the 95% confidence interval of the mean."""
+        n = self.costs.numel()
+        return Z95 * float(self.costs.std()) / math.sqrt(n) if n > 1 else float("nan")
+
+    def row(self) -> dict[str, Any]:
+        return {"method": self.name, "J_mean": self.mean, "J_ci95": self.ci95,
+                "gap": self.gap, "train_s": self.train_seconds,
+                "ms_per_step": 1e3 * self.seconds_per_step, "n_states": self.costs.numel()}
+
+
+def held_out_states(problem: ControlProblem, n: int = 100, seed: int = HELD_OUT_SEED) -> Tensor:
+    """The fixed evaluation set: ``n`` states from ρ drawn with ``seed``."""
+    return initial_states(problem, n, seed)
+
+
+def optimality_gap(costs: Tensor, reference: Tensor) -> float:
+    """(J̄ − J̄*)/|J̄*| over the same states."""
+    require(costs.shape == reference.shape, "reference", f"shape {tuple(costs.shape)}",
+            tuple(reference.shape))
+    ref = float(reference.double().mean())
+    require(ref != 0.0, "reference", "a nonzero mean optimum", ref)
+    return (float(costs.double().mean()) - ref) / abs(ref)
+
+
+def evaluate(policy: Any, env_or_id: Any, *, n_episodes: int = 100, seed: int = HELD_OUT_SEED,
+             x0: Tensor | None = None, reference: Tensor | OpenLoopResult | None = None,
+             name: str | None = None, env_kwargs: dict | None = None,
+             train_seconds: float | None = None) -> Evaluation:
+    """Score ``policy`` (any policy ``jfbgym.rollout`` accepts) on the held-out states.
+
+    ``x0`` overrides the held-out set; ``reference`` (per-state J*, or an ``OpenLoopResult``)
+    gives the optimality gap.
+    """
+    _, problem = resolve_problem(env_or_id, env_kwargs)
+    if x0 is None:
+        x0 = held_out_states(problem, positive_int(n_episodes, "n_episodes"), seed)
+    target = env_or_id if feedback_of(policy) is None else problem
+    start = time.perf_counter()
+    traj = rollout(policy, target, x0=x0, env_kwargs=env_kwargs)
+    elapsed = time.perf_counter() - start
+    costs = traj.cost.double()
+    # A policy that blows up has J = inf, an honest score; NaN would be a bug somewhere.
+    require(not bool(torch.isnan(costs).any()), "policy", "no NaN costs", costs.tolist())
+    ref = reference.cost if isinstance(reference, OpenLoopResult) else reference
+    gap = None if ref is None else optimality_gap(costs, ref)
+    label = name if name is not None else type(policy).__name__
+    return Evaluation(label, costs, gap, elapsed / problem.n_steps, train_seconds)
+
+
+def open_loop_reference(problem: ControlProblem, x0: Tensor, warm_starts: Sequence[Any] = (),
+                        tol: float = 1e-5, max_iters: int = 2000) -> OpenLoopResult:
+    """J*(x) per state: L-BFGS from each warm-start policy's controls (zero controls if none);
+    the best result per state is kept."""
+    starts = [feedback_of(p) for p in warm_starts if feedback_of(p) is not None] or [None]
+    return open_loop_optimum(problem, x0, init=starts, tol=tol, max_iters=max_iters)
+
+
+def format_table(rows: Sequence[Evaluation], markdown: bool = True) -> str:
+    """A markdown (or plain) table: method, J mean ± CI, gap, training time, ms per step."""
+    header = ["method", "J (mean ± 95% CI)", "optimality gap", "train time (s)", "ms / step"]
+    lines = []
+    for e in rows:
+        lines.append([e.name, f"{e.mean:.4g} ± {e.ci95:.2g}",
+                      "—" if e.gap is None else f"{100 * e.gap:+.2f}%",
+                      "—" if e.train_seconds is None else f"{e.train_seconds:.1f}",
+                      f"{1e3 * e.seconds_per_step:.3g}"])
+    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(header)]
+
+    def fmt(cells: list[str]) -> str:
+        body = " | ".join(c.ljust(w) for c, w in zip(cells, widths))
+        return f"| {body} |" if markdown else body
+
+    out = [fmt(header)]
+    if markdown:
+        out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    out += [fmt(r) for r in lines]
+    return "\n".join(out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a training run directory (checkpoint + config JSON)")
+    parser.add_argument("--episodes", type=int, default=100, help="held-out initial states")
+    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="held-out set seed")
+    parser.add_argument("--no-openloop", action="store_true",
+                        help="skip the open-loop optimum (and so the optimality gap)")
+    parser.add_argument("--openloop-iters", type=int, default=2000)
+
+
+def main(args: argparse.Namespace) -> int:
+    from jfbgym.agents import JFBAgent
+    from jfbgym.baselines import references
+
+    agent = JFBAgent.load(args.run_dir)
+    problem = agent.problem
+    x0 = held_out_states(problem, args.episodes, args.seed)
+    policies = {"JFB": agent, **references(problem)}
+    ref = None
+    if not args.no_openloop:
+        ref = open_loop_reference(problem, x0, warm_starts=list(policies.values()),
+                                  max_iters=args.openloop_iters)
+    rows = [evaluate(p, problem, x0=x0, reference=ref, name=n) for n, p in policies.items()]
+    if ref is not None:
+        rows.append(Evaluation("open-loop optimum", ref.cost, 0.0, float("nan")))
+    print(f"{agent.env_id}: {x0.shape[0]} held-out states (seed {args.seed})")
+    print(format_table(rows))
+    return 0
