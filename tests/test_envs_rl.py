@@ -10,9 +10,9 @@ import jfbgym  # noqa: F401  (registers the ids)
 from jfbgym.envs import ENV_SPECS
 
 sb3 = pytest.importorskip("stable_baselines3")
-from stable_baselines3.common.env_checker import check_env  # noqa: E402
-from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
-from stable_baselines3.common.monitor import Monitor  # noqa: E402
+from stable_baselines3.common.env_checker import check_env
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
 
 
 @pytest.mark.parametrize("env_id", sorted(ENV_SPECS))
