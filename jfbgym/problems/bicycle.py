@@ -49,8 +49,10 @@ def _finite(value: object, name: str) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def steering_minimiser(c: Tensor, max_steering: float, max_iters: int = 100) -> Tensor:
-    """Global minimiser of φ(δ) = ½δ² + c tan δ on [−δ_max, δ_max], element-wise in ``c``.
+def steering_minimiser(c: Tensor, max_steering: float, max_iters: int = 100
+                       ) -> tuple[Tensor, int]:
+    """Global minimiser of φ(δ) = ½δ² + c tan δ on [−δ_max, δ_max], element-wise in ``c``,
+    and the number of Newton iterations taken.
 
     Why it is global: φ is odd-symmetric in (c, δ), so take c ≥ 0 and write δ = −w,
     ψ(w) = φ(−w) = ½w² − c tan w on [0, δ_max] (for δ > 0, φ' > 0, so no minimiser there).
@@ -78,24 +80,29 @@ def steering_minimiser(c: Tensor, max_steering: float, max_iters: int = 100) -> 
     def dpsi(w: Tensor) -> Tensor:
         return w - k / torch.cos(w) ** 2
 
-    exists = dpsi(w_m) >= 0
-    w = torch.zeros_like(k)
-    eps = torch.finfo(c.dtype).eps
-    for _ in range(max_iters):
-        g = dpsi(w)
-        curv = (1.0 - 2.0 * k * torch.tan(w) / torch.cos(w) ** 2).clamp_min(eps)
-        w_new = torch.where(exists, torch.minimum(w - g / curv, w_m), w)
-        moved = (w_new - w).abs() > 4 * eps * (1.0 + w.abs())
-        w = w_new
-        if not bool(moved.any()):
-            break
-
     def psi(v: Tensor) -> Tensor:
         return 0.5 * v * v - k * torch.tan(v)
 
     end = torch.full_like(k, limit)
-    w = torch.where(exists & (psi(w) <= psi(end)), w, end)
-    return sign * w
+    psi_end = psi(end)
+    active = dpsi(w_m) >= 0  # an interior minimum exists
+    w = torch.zeros_like(k)
+    eps = torch.finfo(c.dtype).eps
+    it = 0
+    for it in range(1, max_iters + 1):
+        g = dpsi(w)
+        # ψ' ∈ [ψ'(w), 0] on [w, w*], so ψ(w*) ≥ ψ(w) + ψ'(w)(w_m − w): once that exceeds
+        # ψ(δ_max) the interior basin cannot win and its (possibly slow, near a double root)
+        # Newton iteration stops.
+        active = active & (psi(w) + g * (w_m - w) <= psi_end)
+        curv = (1.0 - 2.0 * k * torch.tan(w) / torch.cos(w) ** 2).clamp_min(eps)
+        w_new = torch.where(active, torch.minimum(w - g / curv, w_m), w)
+        moved = (w_new - w).abs() > 4 * eps * (1.0 + w.abs())
+        w = w_new
+        if not bool(moved.any()):
+            break
+    w = torch.where(active & (psi(w) <= psi_end), w, end)
+    return sign * w, it
 
 
 class MultiBicycle(ControlProblem):
@@ -147,6 +154,9 @@ class MultiBicycle(ControlProblem):
                          horizon=horizon, n_steps=n_steps, dtype=dtype, device=device)
         self.register_buffer("targets_xy", torch.tensor(goal, dtype=torch.float64).to(
             dtype=dtype, device=self._device))
+        high = torch.tensor([self.max_steering, math.inf], dtype=dtype,
+                            device=self._device).repeat(n)
+        self.register_buffer("_control_high", high, persistent=False)
 
     def config(self) -> dict:
         return {"n_agents": self.n_agents, "wheelbase": self.wheelbase,
@@ -159,9 +169,7 @@ class MultiBicycle(ControlProblem):
     @property
     def control_bounds(self) -> tuple[Tensor, Tensor]:
         """(low, high), each (2N,): ±δ_max for steering, ±inf for acceleration."""
-        high = torch.tensor([self.max_steering, math.inf], dtype=self.dtype,
-                            device=self.device).repeat(self.n_agents)
-        return -high, high
+        return -self._control_high, self._control_high
 
     # ------------------------------------------------------------------ layout
     def agents(self, x: Tensor, width: int = AGENT_STATE) -> Tensor:
@@ -273,14 +281,14 @@ class MultiBicycle(ControlProblem):
         with torch.no_grad():
             z, p = z.detach(), p.detach()
             c = self.agents(p)[..., 2] * self.agents(z)[..., 3] / self.wheelbase
-            delta = steering_minimiser(c, self.max_steering, options.max_iters)
+            delta, it = steering_minimiser(c, self.max_steering, options.max_iters)
             u = torch.stack([delta, -self.agents(p)[..., 3]], dim=-1).reshape(
                 z.shape[0], self.control_dim)
             start = self.initial_control(t, z) if u0 is None else u0.detach()
             scale = 1.0 + self.grad_u_hamiltonian(t, z, p, self.project_control(start)).norm(
                 dim=-1)
             res = self.stationarity_residual(t, z, p, u, scale)
-        return InnerSolution(u, res, 0, bool(res.max() <= tol))
+        return InnerSolution(u, res, it, bool(res.max() <= tol))
 
     def sample_initial_states(self, batch: int, generator: torch.Generator | None = None
                               ) -> Tensor:
