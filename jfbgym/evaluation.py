@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import gymnasium
 import torch
 from torch import Tensor
 
@@ -57,6 +58,21 @@ class Evaluation:
 def held_out_states(problem: ControlProblem, n: int = 100, seed: int = HELD_OUT_SEED) -> Tensor:
     """The fixed evaluation set: ``n`` states from ρ drawn with ``seed``."""
     return initial_states(problem, n, seed)
+
+
+class HeldOutResets(gymnasium.Wrapper):
+    """Episode i of the wrapped single env starts from ``x0[i]`` (cycling), so SB3's
+    ``evaluate_policy`` and other env-based tools score exactly the held-out set."""
+
+    def __init__(self, env: gymnasium.Env, x0: Tensor) -> None:
+        super().__init__(env)
+        self.states = x0.detach().cpu().double().numpy()
+        self.episode = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> Any:
+        state = self.states[self.episode % len(self.states)]
+        self.episode += 1
+        return self.env.reset(seed=seed, options={**(options or {}), "initial_state": state})
 
 
 def optimality_gap(costs: Tensor, reference: Tensor) -> float:
