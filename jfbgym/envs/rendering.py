@@ -12,12 +12,15 @@ whatever pyplot backend is active and leaks no global pyplot state.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from jfbgym.problems import ControlProblem
+
+if TYPE_CHECKING:  # matplotlib is imported on first render: `import jfbgym` stays light
+    from matplotlib.figure import Figure
 
 FRAME_SIZE = (480, 480)  # (width, height) in pixels, even so H.264 accepts them
 _DPI = 80
@@ -32,6 +35,9 @@ def _numpy(x: np.ndarray | torch.Tensor | None) -> np.ndarray | None:
 
 
 def _figure(size: tuple[int, int]) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI)
     FigureCanvasAgg(fig)
     return fig
