@@ -9,8 +9,7 @@ import math
 import pytest
 import torch
 
-import jfbgym.problems.consumption as consumption
-from jfbgym.problems import make_problem
+from jfbgym.problems import consumption, make_problem
 from jfbgym.problems.consumption import ConsumptionSavings, power, utility
 
 F64 = torch.float64

@@ -23,13 +23,20 @@ max(|φ''|, 1e-3) so that Newton directions descend.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from .base import ControlProblem, InnerSolution, NewtonOptions, Time, positive_float, \
-    positive_int, require
+from .base import (
+    ControlProblem,
+    InnerSolution,
+    NewtonOptions,
+    Time,
+    positive_float,
+    positive_int,
+    require,
+)
 from .interaction import interaction, interaction_grad
 
 AGENT_STATE, AGENT_CONTROL = 4, 2

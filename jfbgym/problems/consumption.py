@@ -15,12 +15,13 @@ bad control must get a large, finite, differentiable cost, never NaN. Below an a
 threshold κ (``kappa``, default 1e-4):
 
 * U is replaced by its second-order Taylor polynomial at κ (so costs are C²). This continuation
-  *is* the penalty: it is concave and increasing, its slope κ^{−γ} below κ exceeds U' anywhere
-  above κ, and its curvature γκ^{−γ−1} (10⁶/2 at the defaults) makes the cost grow
-  quadratically with the violation. Spending wealth one does not have therefore always
-  costs more (at the margin κ^{−γ} e^{−δT} ε per unit of x(T)) than any feasible use of it
-  gains, and negative consumption (needed to recover from negative wealth mid-horizon, since
-  ẋ = r x − Σu) costs at least as much per unit as the utility of the whole margin u − h.
+  *is* the penalty: it stays concave and increasing, its slope below κ (≥ κ^{−γ}) exceeds U'
+  anywhere above κ, and its curvature γκ^{−γ−1} (5·10⁵ at the defaults) makes the cost grow
+  quadratically with the violation. So a unit of x(T) below κ costs more than a unit of
+  wealth is worth anywhere feasible, and recovering from negative wealth mid-horizon needs
+  negative consumption (ẋ = r x − Σu), i.e. margins u − h < −h, deep in the continuation.
+  Tests check that overspending never pays, also against an open-loop Adam search that a
+  plain clamp lets go broke.
 * the powers y^η, h^θ of the dynamics continue linearly (C¹) below κ, so f stays globally
   Lipschitz there and Euler steps stay stable; at y = 0 the continuation is κ^a(1 − a) ≥ 0,
   so habits are pushed back up rather than run away negative.
@@ -28,24 +29,31 @@ threshold κ (``kappa``, default 1e-4):
 Inner problem. H separates into one 1-D problem per good in the margin s = u − h:
 φ'(s) = −e^{−δt} U'(s) − p_x + p_{h} A η (s + h)^{η−1}. With A ≥ 0 and η ≤ 1 this has
 exactly one root when φ'(∞) = −p_x (+ p_h A if η = 1) is positive; ``optimal_control`` brackets
-it and runs a safeguarded Newton iteration (Newton on log φ'-balance in log s, exact in one step
-without habits; bisection when a step leaves the bracket). When
-φ'(∞) ≤ 0, H is unbounded below in u (consuming is free or pays): there is no minimiser and we
-do not pretend — consumption is set to the cap ``max_consumption`` and the sample's residual
-is reported as ``inf`` (not converged). Closed forms for A = B = 0 and h = 0 (Merton's
+it and runs a safeguarded Newton iteration (Newton in log s on the log of the balance
+e^{−δt}s^{−γ} = −p_x + p_h A η u^{η−1}, exact in one step without habits; bisection when a step
+leaves the bracket). When φ'(∞) ≤ 0, H is unbounded below in u (consuming is free or pays):
+there is no minimiser and we do not pretend — consumption is set to the cap
+``max_consumption`` and the sample's residual is reported as ``inf`` (not converged). Closed forms for A = B = 0 and h = 0 (Merton's
 problem): ``merton_control``, ``merton_value``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from .base import ControlProblem, InnerSolution, NewtonOptions, Time, positive_float, \
-    positive_int, require
+from .base import (
+    ControlProblem,
+    InnerSolution,
+    NewtonOptions,
+    Time,
+    positive_float,
+    positive_int,
+    require,
+)
 
 CURVATURE_FLOOR = 1e-12  # smallest |∂²H/∂u_i²| the PD-modified Hessian solve uses
 INITIAL_MARGIN = 1e-2  # initial_control = h + this
@@ -103,9 +111,10 @@ class ConsumptionSavings(ControlProblem):
     Arguments: ``n_agents`` (m goods), ``A``, ``B`` (>= 0, scalar or m entries), ``eta`` (in
     (0, 1], so each good's inner problem has one minimiser), ``theta`` (> 0), ``r``, ``delta``,
     ``gamma`` (> 0, != 1), ``epsilon`` (> 0: without a bequest, overspending at the end would
-    be free), ``kappa`` (feasibility threshold), ``max_consumption`` (the consumption returned only where H has
-    no minimiser; a true minimiser is returned however large), ``init_wealth`` + ``init_wealth_spread``·U(0, 1), ``init_habit`` +
-    ``init_habit_spread``·U(0, 1) per good, ``horizon``, ``n_steps``, ``dtype``, ``device``.
+    be free), ``kappa`` (feasibility threshold), ``max_consumption`` (returned only where H
+    has no minimiser; a true minimiser is returned however large), ``init_wealth`` +
+    ``init_wealth_spread``·U(0, 1), ``init_habit`` + ``init_habit_spread``·U(0, 1) per good,
+    ``horizon``, ``n_steps``, ``dtype``, ``device``.
     """
 
     name = "ConsumptionSavings"
