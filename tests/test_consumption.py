@@ -119,6 +119,21 @@ def test_continuations_are_c2_for_utility_and_c1_for_powers():
         assert abs(float(lo - hi)) <= 1e-6 * abs(float(hi))
 
 
+def test_hessian_solve_modifies_only_where_habits_make_h_concave():
+    prob = make_problem("ConsumptionSavings", n_agents=4, dtype=F64)
+    z = prob.sample_initial_states(2, generator=torch.Generator().manual_seed(0))
+    p = torch.zeros_like(z)
+    p[:, 0], p[:, 1:] = -0.5, 2.0  # a strong habit costate: concave in u for large u
+    u = z[:, 1:] + torch.tensor([1e-2, 1.0, 10.0, 100.0], dtype=F64)
+    v = torch.randn(u.shape, dtype=F64, generator=torch.Generator().manual_seed(1))
+    curvature = prob.hessian_u_matvec(0.3, z, p, u, torch.ones_like(u))
+    assert bool((curvature[:, 0] > 0).all()) and bool((curvature[:, -1] < 0).all())
+    solved = prob.hessian_u_solve(0.3, z, p, u, prob.hessian_u_matvec(0.3, z, p, u, v))
+    assert torch.allclose(solved, v * curvature.sign(), rtol=1e-12, atol=0)
+    g = prob.grad_u_hamiltonian(0.3, z, p, u)
+    assert bool(((prob.hessian_u_solve(0.3, z, p, u, g) * g).sum(-1) > 0).all())
+
+
 # ------------------------------------------------------------------------ inner solve
 @pytest.mark.parametrize("m", [1, 5, 40])
 def test_inner_solve_is_stationary_unique_and_global_per_good(m):
