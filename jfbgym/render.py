@@ -1,0 +1,233 @@
+"""What a controller does: trajectory videos (one policy, or two side by side) and figures.
+
+Frames come from the envs' renderers (``jfbgym.envs.rendering.render_frame``), drawn from a
+stored trajectory, so a video shows exactly the rollout that ``jfbgym.rollout`` scored. Videos
+are H.264 mp4 written with moviepy 2 (imageio-ffmpeg's bundled binary, so offline); figures are
+matplotlib on private Agg figures (headless, no global pyplot state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from jfbgym.envs.rendering import FRAME_SIZE, render_frame
+from jfbgym.problems.base import ControlProblem, Trajectory, positive_int, require
+from jfbgym.rollout import resolve_problem, rollout
+
+FPS = 20
+
+
+def trajectory_frames(problem: ControlProblem, traj: Trajectory, index: int = 0,
+                      stride: int = 1, size: tuple[int, int] = FRAME_SIZE) -> list[np.ndarray]:
+    """Frames of sample ``index`` at steps 0, stride, 2·stride, ..., and always the last step:
+    ``len(range(0, nt + 1, stride))`` frames, plus one when nt is not a multiple of stride."""
+    stride = positive_int(stride, "stride")
+    require(0 <= index < traj.states.shape[0], "index",
+            f"an integer in [0, {traj.states.shape[0]})", index)
+    nt = traj.controls.shape[1]
+    steps = list(range(0, nt + 1, stride))
+    if steps[-1] != nt:
+        steps.append(nt)
+    states, controls = traj.states[index], traj.controls[index]
+    return [render_frame(problem, states[:k + 1], controls[:k], size=size) for k in steps]
+
+
+def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = FPS) -> Path:
+    """Write RGB frames (H, W, 3) uint8 as an H.264 mp4 (parent folders created)."""
+    from moviepy import ImageSequenceClip
+
+    require(len(frames) >= 1, "frames", "at least one frame", len(frames))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clip = ImageSequenceClip(list(frames), fps=positive_int(fps, "fps"))
+    clip.write_videofile(str(path), codec="libx264", logger=None, audio=False)
+    clip.close()
+    return path
+
+
+def render_video(policy: Any, env_id: str, path: str | Path | None = None, seed: int = 0, *,
+                 env_kwargs: dict | None = None, stride: int = 2, fps: int = FPS) -> Path:
+    """Roll ``policy`` out from the initial state drawn with ``seed`` and write its video
+    (default ``videos/<env id>.mp4``)."""
+    env_id, problem = resolve_problem(env_id, env_kwargs)
+    traj = rollout(policy, env_id or problem, n_episodes=1, seed=seed, env_kwargs=env_kwargs)
+    path = Path("videos") / f"{env_id or problem.name}.mp4" if path is None else path
+    return write_video(trajectory_frames(problem, traj, 0, stride), path, fps)
+
+
+def _label(text: str, width: int, height: int = 28) -> np.ndarray:
+    """A white strip with ``text`` centred, (height, width, 3) uint8."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width / 80, height / 80), dpi=80)
+    FigureCanvasAgg(fig)
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=12)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def render_side_by_side(policies: Mapping[str, Any], env_id: str, path: str | Path,
+                        seed: int = 0, *, env_kwargs: dict | None = None, stride: int = 2,
+                        fps: int = FPS) -> Path:
+    """One video of several policies from the *same* initial state, labelled, left to right."""
+    require(len(policies) >= 2, "policies", "at least two named policies", list(policies))
+    env_id, problem = resolve_problem(env_id, env_kwargs)
+    from jfbgym.rollout import initial_states
+
+    x0 = initial_states(problem, 1, seed)
+    columns = []
+    for name, policy in policies.items():
+        traj = rollout(policy, env_id or problem, x0=x0, env_kwargs=env_kwargs)
+        frames = trajectory_frames(problem, traj, 0, stride)
+        strip = _label(f"{name}: J = {float(traj.cost[0]):.4g}", frames[0].shape[1])
+        columns.append([np.concatenate([strip, f], axis=0) for f in frames])
+    frames = [np.concatenate(row, axis=1) for row in zip(*columns)]
+    return write_video(frames, path, fps)
+
+
+# ------------------------------------------------------------------- figures
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_trajectories(problem: ControlProblem, trajectories: Mapping[str, Trajectory],
+                      path: str | Path, index: int = 0) -> Path:
+    """Per method: the problem's picture of sample ``index``'s whole trajectory; below, the
+    cumulative cost and the control norm against time (means over the batch)."""
+    require(len(trajectories) >= 1, "trajectories", "at least one", trajectories)
+    k = len(trajectories)
+    fig = _figure(3.2 * max(k, 2), 6.4)
+    grid = fig.add_gridspec(2, max(k, 2))
+    for i, (name, traj) in enumerate(trajectories.items()):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(render_frame(problem, traj.states[index], traj.controls[index]))
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    cost_ax = fig.add_subplot(grid[1, : max(k, 2) // 2])
+    ctrl_ax = fig.add_subplot(grid[1, max(k, 2) // 2:])
+    for name, traj in trajectories.items():
+        times = traj.times.cpu().double().numpy()
+        running = torch.cumsum(traj.running_costs.double(), 1).mean(0).cpu().numpy()
+        cost_ax.plot(times, np.concatenate([[0.0], running]), label=name)
+        ctrl_ax.plot(times[:-1], traj.controls.double().norm(dim=-1).mean(0).cpu().numpy(),
+                     label=name)
+    cost_ax.set_xlabel("t")
+    cost_ax.set_ylabel("running cost so far (mean)")
+    cost_ax.legend(fontsize=8)
+    ctrl_ax.set_xlabel("t")
+    ctrl_ax.set_ylabel("‖u‖ (mean)")
+    return _save(fig, path)
+
+
+def training_history(run_dir: str | Path) -> list[dict]:
+    """The rows of a JFB run's ``log.json`` (iteration, loss, val_cost, wall, ...)."""
+    log = Path(run_dir) / "log.json"
+    require(log.is_file(), "run_dir", "a training run directory with log.json", str(run_dir))
+    return json.loads(log.read_text())
+
+
+def plot_training(curves: Mapping[str, Sequence[tuple[float, float]]], path: str | Path,
+                  reference: float | None = None) -> Path:
+    """Cost against wall-clock seconds for each method (``name -> [(seconds, cost), ...]``),
+    with the open-loop optimum as a dashed line when given."""
+    fig = _figure(6.0, 4.0)
+    ax = fig.add_subplot()
+    for name, points in curves.items():
+        if len(points):
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="." if len(points) < 30 else None, label=name)
+    if reference is not None:
+        ax.axhline(reference, ls="--", c="k", lw=1, label="open-loop optimum")
+    ax.set_xlabel("wall-clock training time (s)")
+    ax.set_ylabel("mean cost J")
+    if all(y > 0 for pts in curves.values() for _, y in pts):
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_comparison(rows: Sequence[Any], path: str | Path) -> Path:
+    """Bar chart of mean J ± 95% CI per method (``jfbgym.evaluation.Evaluation`` rows)."""
+    require(len(rows) >= 1, "rows", "at least one evaluation", rows)
+    fig = _figure(1.4 * len(rows) + 2.0, 4.0)
+    ax = fig.add_subplot()
+    means = [r.mean for r in rows]
+    errs = [0.0 if not np.isfinite(r.ci95) else r.ci95 for r in rows]
+    ax.bar(range(len(rows)), means, yerr=errs, capsize=4,
+           color=[f"C{i}" for i in range(len(rows))])
+    ax.set_xticks(range(len(rows)), [r.name for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("mean J on held-out states (± 95% CI)")
+    finite = [m for m in means if np.isfinite(m)]
+    if finite and min(finite) > 0 and max(finite) / min(finite) > 50:
+        ax.set_yscale("log")
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------- CLI
+
+
+def load_policy(run_dir: str | Path) -> tuple[Any, str, dict]:
+    """(policy, env id, env kwargs) of a JFB run directory or an SB3 baseline directory."""
+    run_dir = Path(run_dir)
+    if (run_dir / "baseline.json").is_file():
+        from jfbgym.baselines import load_baseline
+
+        model, run = load_baseline(run_dir)
+        return model, run.env_id, run.env_kwargs
+    from jfbgym.agents import JFBAgent
+
+    agent = JFBAgent.load(run_dir)
+    return agent, agent.env_id, agent.env_kwargs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a JFB run directory or an SB3 baseline directory")
+    parser.add_argument("--out", default=None, help="mp4 path (default videos/<run>.mp4)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial state")
+    parser.add_argument("--stride", type=int, default=2, help="draw every stride-th step")
+    parser.add_argument("--fps", type=int, default=FPS)
+    parser.add_argument("--vs", default=None, choices=["zero", "heuristic"],
+                        help="render side by side with a reference from the same state")
+
+
+def main(args: argparse.Namespace) -> int:
+    from jfbgym.baselines import references
+
+    policy, env_id, env_kwargs = load_policy(args.run_dir)
+    out = args.out or str(Path("videos") / f"{Path(args.run_dir).name}.mp4")
+    if args.vs is None:
+        path = render_video(policy, env_id, out, args.seed, env_kwargs=env_kwargs,
+                            stride=args.stride, fps=args.fps)
+    else:
+        _, problem = resolve_problem(env_id, env_kwargs)
+        refs = list(references(problem).items())
+        ref = refs[0] if args.vs == "zero" else refs[-1]
+        require(args.vs == "zero" or len(refs) > 1, "--vs", "a problem with a heuristic",
+                env_id)
+        path = render_side_by_side({Path(args.run_dir).name: policy, ref[0]: ref[1]}, env_id,
+                                   out, args.seed, env_kwargs=env_kwargs, stride=args.stride,
+                                   fps=args.fps)
+    print(f"wrote {path}")
+    return 0

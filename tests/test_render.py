@@ -1,0 +1,50 @@
+"""Videos are written with the expected frame count; figures are written."""
+
+import argparse
+
+import imageio.v3 as iio
+import pytest
+import torch
+
+from jfbgym.baselines import HoverPD, ZeroControl
+from jfbgym.envs.registry import problem_for_env
+from jfbgym.evaluation import evaluate, held_out_states
+from jfbgym.render import (plot_comparison, plot_training, plot_trajectories,
+                           render_side_by_side, render_video, trajectory_frames)
+from jfbgym.rollout import rollout
+
+KW = {"n_agents": 2, "n_steps": 10}
+
+
+def test_video_frame_count(tmp_path) -> None:
+    problem = problem_for_env("QuadSwarm-v0", **KW)
+    path = render_video(HoverPD(problem), "QuadSwarm-v0", tmp_path / "v" / "quad.mp4", seed=1,
+                        env_kwargs=KW, stride=3, fps=10)
+    # steps 0, 3, 6, 9 and the last one, 10
+    frames = iio.imread(path)
+    assert frames.shape[0] == 5 and frames.shape[-1] == 3 and frames.shape[1] % 2 == 0
+    assert frames.std() > 1.0  # a picture, not a blank
+
+
+def test_side_by_side_shares_the_initial_state(tmp_path) -> None:
+    problem = problem_for_env("QuadSwarm-v0", **KW)
+    policies = {"hover PD": HoverPD(problem), "zero": ZeroControl(problem)}
+    path = render_side_by_side(policies, "QuadSwarm-v0", tmp_path / "sbs.mp4", seed=2,
+                               env_kwargs=KW, stride=5)
+    frames = iio.imread(path)
+    single = trajectory_frames(problem, rollout(ZeroControl(problem), problem, 1, 2), 0, 5)
+    assert frames.shape[0] == len(single) == 3
+    assert frames.shape[2] == 2 * single[0].shape[1]  # two columns
+    with pytest.raises(ValueError, match="policies"):
+        render_side_by_side({"zero": ZeroControl(problem)}, "QuadSwarm-v0", tmp_path / "x.mp4")
+
+
+def test_figures(tmp_path) -> None:
+    problem = problem_for_env("QuadSwarm-v0", **KW)
+    refs = {"hover PD": HoverPD(problem), "zero": ZeroControl(problem)}
+    trajs = {k: rollout(p, problem, 3, 0) for k, p in refs.items()}
+    assert plot_trajectories(problem, trajs, tmp_path / "traj.png").stat().st_size > 1000
+    rows = [evaluate(p, problem, n_episodes=4, name=k) for k, p in refs.items()]
+    assert plot_comparison(rows, tmp_path / "bars.png").stat().st_size > 1000
+    curves = {"JFB": [(0.0, 50.0), (1.0, 20.0)], "PPO": [(0.5, 400.0)]}
+    assert plot_training(curves, tmp_path / "curves.png", 15.0).stat().st_size > 1000
