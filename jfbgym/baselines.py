@@ -177,16 +177,25 @@ def _sb3() -> Any:
     return stable_baselines3
 
 
-def budget_callback(seconds: float) -> Any:
-    """An SB3 callback that stops training once ``seconds`` of wall-clock have passed."""
+def budget_callback(seconds: float, points: int = 100) -> Any:
+    """An SB3 callback that stops training once ``seconds`` of wall-clock have passed, and
+    records ``curve``: (elapsed seconds, mean cost J of the recent training episodes, i.e. minus
+    their Monitor return) about ``points`` times over the budget."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     class TimeBudget(BaseCallback):
         def _on_training_start(self) -> None:
             self.start = time.perf_counter()
+            self.next_point = 0.0
+            self.curve: list[tuple[float, float]] = []
 
         def _on_step(self) -> bool:
-            return time.perf_counter() - self.start < seconds
+            elapsed = time.perf_counter() - self.start
+            episodes = self.model.ep_info_buffer
+            if elapsed >= self.next_point and episodes:
+                self.curve.append((elapsed, -float(np.mean([e["r"] for e in episodes]))))
+                self.next_point = elapsed + seconds / points
+            return elapsed < seconds
 
     return TimeBudget()
 
@@ -202,6 +211,7 @@ class BaselineRun:
     seed: int
     env_kwargs: dict = field(default_factory=dict)
     path: str | None = None
+    curve: list = field(default_factory=list)  # (seconds, mean training-episode cost)
 
 
 def make_env(env_id: str, env_kwargs: dict | None = None) -> Any:
@@ -227,10 +237,11 @@ def train_baseline(env_id: str, algo: str = "ppo", minutes: float = 10.0, out: s
                        seed=seed)
     cls = sb3.PPO if algo == "ppo" else sb3.SAC
     model = cls("MlpPolicy", vec, seed=seed, verbose=verbose, device="cpu")
+    budget = budget_callback(seconds)
     start = time.perf_counter()
-    model.learn(total_timesteps=10 ** 12, callback=budget_callback(seconds))
+    model.learn(total_timesteps=10 ** 12, callback=budget)
     run = BaselineRun(env_id, algo, time.perf_counter() - start, int(model.num_timesteps), seed,
-                      dict(env_kwargs or {}))
+                      dict(env_kwargs or {}), curve=[list(p) for p in budget.curve])
     vec.close()
     if out is not None:
         path = Path(out)
