@@ -8,18 +8,26 @@ this is the single super-linear part of every multi-agent problem.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 
 def _kernel(q: Tensor, radius: float, cutoff: float | None) -> Tensor:
-    """E_ij = exp(−‖q_i − q_j‖²/(2r²)) with the diagonal (and pairs past the cut-off) zeroed."""
+    """E_ij = exp(−‖q_i − q_j‖²/(2r²)), zeroed past the cut-off; the diagonal (≈ 1) is kept.
+
+    Without autograd the whole kernel is one (B, N, N) buffer updated in place: this term
+    dominates a multi-agent step, and its memory traffic is what bounds it.
+    """
     sq = (q * q).sum(-1)
-    d2 = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2.0 * torch.bmm(q, q.transpose(1, 2))).clamp_min(0)
-    E = torch.exp(d2 * (-0.5 / radius**2))
-    E = E * (1.0 - torch.eye(q.shape[1], dtype=q.dtype, device=q.device))
-    if cutoff is not None:
-        E = E * (d2 < cutoff**2).to(q.dtype)
+    d2 = torch.baddbmm(sq.unsqueeze(-1), q, q.transpose(1, 2), alpha=-2.0)
+    if torch.is_grad_enabled() and q.requires_grad:  # autograd needs the intermediates intact
+        E = torch.exp((d2 + sq.unsqueeze(-2)).clamp_min(0) * (-0.5 / radius**2))
+    else:
+        E = d2.add_(sq.unsqueeze(-2)).clamp_min_(0).mul_(-0.5 / radius**2).exp_()
+    if cutoff is not None:  # exp is monotone: d2 < c² exactly where E > exp(−c²/(2r²))
+        E = E * (E > math.exp(-0.5 * cutoff**2 / radius**2))
     return E
 
 
@@ -28,11 +36,16 @@ def interaction(q: Tensor, radius: float = 1.0, cutoff: float | None = None) -> 
     n = q.shape[1]
     if n < 2:
         return q.new_zeros(q.shape[0])
-    return _kernel(q, radius, cutoff).sum((1, 2)) / (4.0 * n)  # Σ_{i≠j} = 2 Σ_{i<j}
+    E = _kernel(q, radius, cutoff)
+    # Σ_{i≠j} = 2 Σ_{i<j}; the diagonal is subtracted rather than masked.
+    return (E.sum((1, 2)) - E.diagonal(dim1=1, dim2=2).sum(-1)) / (4.0 * n)
 
 
 def interaction_grad(q: Tensor, radius: float = 1.0, cutoff: float | None = None) -> Tensor:
-    """∇_q W, shape (B, N, k): −1/(2N r²) Σ_j E_ij (q_i − q_j) (the cut-off is a.e. flat)."""
+    """∇_q W, shape (B, N, k): −1/(2N r²) Σ_j E_ij (q_i − q_j) (the cut-off is a.e. flat).
+
+    The diagonal terms E_ii (q_i − q_i) cancel exactly, so the kernel needs no mask.
+    """
     n = q.shape[1]
     if n < 2:
         return torch.zeros_like(q)
