@@ -229,9 +229,13 @@ class ControlProblem(torch.nn.Module):
 
     def stationarity_residual(self, t: Time, z: Tensor, p: Tensor, u: Tensor,
                               scale: Tensor | None = None) -> Tensor:
-        """Per-sample ‖u − Π(u − ∇_u H)‖ / scale: zero exactly at (box-)stationary points."""
+        """Per-sample ‖u − Π(u − ∇_u H)‖ / scale: zero exactly at (box-)stationary points.
+
+        Without a box this is ‖∇_u H‖ itself (u − (u − g) would round g away when |u| ≫ |g|).
+        """
         g = self.grad_u_hamiltonian(t, z, p, u)
-        r = (u - self.project_control(u - g)).norm(dim=-1)
+        r = g if self.control_bounds is None else u - self.project_control(u - g)
+        r = r.norm(dim=-1)
         return r if scale is None else r / scale
 
     def optimal_control(self, t: Time, z: Tensor, p: Tensor, u0: Tensor | None = None,
