@@ -1,0 +1,45 @@
+"""compare runs end to end on a tiny budget and writes its tables, plots and video."""
+
+import argparse
+import csv
+import json
+
+import imageio.v3 as iio
+import pytest
+
+from jfbgym.compare import add_arguments, main
+
+
+@pytest.mark.slow
+def test_compare_end_to_end(tmp_path, capsys) -> None:
+    pytest.importorskip("stable_baselines3")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = tmp_path / "cmp"
+    args = parser.parse_args(["Quadrotor-v0", "--minutes", "0.02", "--iters", "2", "--batch", "8",
+                              "--episodes", "6", "--openloop-iters", "30", "--out", str(out),
+                              "--env-kwargs", '{"n_steps": 12}'])
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    with open(out / "results.csv") as fh:
+        rows = {r["method"]: r for r in csv.DictReader(fh)}
+    assert list(rows) == ["JFB", "PPO", "SAC", "zero control", "heuristic (hover PD)",
+                          "open-loop optimum"]
+    for name, row in rows.items():
+        assert name in printed
+        assert float(row["J_mean"]) > 0 and row["n_states"] == "6"
+    # the optimum is warm-started from JFB and the heuristic: it cannot be worse than either
+    optimum = float(rows["open-loop optimum"]["J_mean"])
+    assert optimum <= float(rows["JFB"]["J_mean"]) + 1e-6
+    assert optimum <= float(rows["heuristic (hover PD)"]["J_mean"]) + 1e-6
+    for name in ("JFB", "PPO", "SAC", "zero control"):
+        assert float(rows[name]["gap"]) == pytest.approx(
+            (float(rows[name]["J_mean"]) - optimum) / abs(optimum), rel=1e-6)
+    assert float(rows["PPO"]["train_s"]) > 0 and float(rows["JFB"]["train_s"]) > 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["env_id"] == "Quadrotor-v0" and len(data["rows"]) == 6
+    assert "JFB" in (out / "results.md").read_text()
+    for png in ("comparison.png", "training.png"):
+        assert (out / png).stat().st_size > 1000
+    videos = list(out.glob("jfb_vs_*.mp4"))
+    assert len(videos) == 1 and len(iio.imread(videos[0])) == 7  # steps 0, 2, ..., 12
