@@ -125,7 +125,8 @@ def format_table(rows: Sequence[Evaluation], markdown: bool = True) -> str:
         lines.append([e.name, f"{e.mean:.4g} ± {e.ci95:.2g}",
                       "—" if e.gap is None else f"{100 * e.gap:+.2f}%",
                       "—" if e.train_seconds is None else f"{e.train_seconds:.1f}",
-                      f"{1e3 * e.seconds_per_step:.3g}"])
+                      "—" if math.isnan(e.seconds_per_step)
+                      else f"{1e3 * e.seconds_per_step:.3g}"])
     widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(header)]
 
     def fmt(cells: list[str]) -> str:

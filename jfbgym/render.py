@@ -40,13 +40,19 @@ def trajectory_frames(problem: ControlProblem, traj: Trajectory, index: int = 0,
 
 def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = FPS) -> Path:
     """Write RGB frames (H, W, 3) uint8 as an H.264 mp4 (parent folders created)."""
-    from moviepy import ImageSequenceClip
+    from moviepy import VideoClip
 
     require(len(frames) >= 1, "frames", "at least one frame", len(frames))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clip = ImageSequenceClip(list(frames), fps=positive_int(fps, "fps"))
-    clip.write_videofile(str(path), codec="libx264", logger=None, audio=False)
+    fps = positive_int(fps, "fps")
+    frames = list(frames)
+    # Frame k is shown at t = k/fps. moviepy writes int(duration·fps) frames and maps t to a
+    # frame by float comparisons (ImageSequenceClip drops/duplicates frames by rounding), so
+    # round t·fps explicitly and pad the duration by half a frame: exactly len(frames) frames.
+    clip = VideoClip(lambda t: frames[min(int(t * fps + 0.5), len(frames) - 1)],
+                     duration=(len(frames) + 0.5) / fps)
+    clip.write_videofile(str(path), fps=fps, codec="libx264", logger=None, audio=False)
     clip.close()
     return path
 

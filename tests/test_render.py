@@ -48,3 +48,16 @@ def test_figures(tmp_path) -> None:
     assert plot_comparison(rows, tmp_path / "bars.png").stat().st_size > 1000
     curves = {"JFB": [(0.0, 50.0), (1.0, 20.0)], "PPO": [(0.5, 400.0)]}
     assert plot_training(curves, tmp_path / "curves.png", 15.0).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("n", [1, 81, 97])
+def test_write_video_keeps_every_frame_in_order(tmp_path, n: int) -> None:
+    import numpy as np
+
+    from jfbgym.render import write_video
+
+    frames = [np.full((32, 48, 3), (2 * i) % 256, np.uint8) for i in range(n)]
+    video = iio.imread(write_video(frames, tmp_path / "f.mp4", fps=20))
+    assert video.shape == (n, 32, 48, 3)
+    np.testing.assert_allclose(video.reshape(n, -1).mean(1), [(2 * i) % 256 for i in range(n)],
+                               atol=2.5)  # H.264 rounding only: no frame dropped or repeated
