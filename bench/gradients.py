@@ -58,7 +58,7 @@ def worker(spec: dict) -> dict:
 def run_mode(spec: dict) -> dict:
     """``worker`` in a fresh interpreter (its own RSS); a crash is recorded, not raised."""
     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return {"status": "failed", "error": proc.stderr.strip().splitlines()[-5:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])

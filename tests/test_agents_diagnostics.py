@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from jfbgym.agents import JFBAgent
-from jfbgym.agents.diagnostics import contraction, diagnose, m_theta_singular_values
+from jfbgym.agents.diagnostics import contraction, m_theta_singular_values
 from jfbgym.agents.train import TrainConfig, train
 from jfbgym.cli import main as cli
 

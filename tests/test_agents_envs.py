@@ -26,11 +26,11 @@ class _RecordStart(gym.Wrapper):
     """Keeps the first observation of every episode (SB3 resets on its own, and again at the
     end of an episode)."""
 
-    starts: list = []
+    starts: tuple = ()
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        self.starts = [*self.starts, obs.copy()]
+        self.starts = (*self.starts, obs.copy())
         return obs, info
 
 

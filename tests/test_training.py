@@ -24,9 +24,9 @@ def _one_thread():
 
 
 def lq_config(tmp_path, **overrides) -> TrainConfig:
-    settings = dict(env_id="LinearQuadratic-v0", iters=200, batch=32, val_batch=64, width=16,
-                    depth=3, rank=4, lr=3e-2, seed=0, out=str(tmp_path / "lq"),
-                    checkpoint_every=100)
+    settings = {"env_id": "LinearQuadratic-v0", "iters": 200, "batch": 32, "val_batch": 64,
+                "width": 16, "depth": 3, "rank": 4, "lr": 3e-2, "seed": 0,
+                "out": str(tmp_path / "lq"), "checkpoint_every": 100}
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -51,7 +51,7 @@ def test_linear_quadratic_reaches_riccati(tmp_path) -> None:
 
 
 def test_resume_is_bit_for_bit(tmp_path) -> None:
-    settings = dict(iters=4, batch=8, val_batch=8, width=8, checkpoint_every=1)
+    settings = {"iters": 4, "batch": 8, "val_batch": 8, "width": 8, "checkpoint_every": 1}
     straight = train(lq_config(tmp_path, out=str(tmp_path / "a"), **settings), progress=False)
     train(lq_config(tmp_path, out=str(tmp_path / "b"), **{**settings, "iters": 2}),
           progress=False)

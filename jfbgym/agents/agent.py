@@ -11,8 +11,9 @@ run directory and refuses weights that do not fit.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from .implicit import GRAD_MODES, SolverOptions, StepStats, control_layer
 from .network import ValueNetwork
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DEFAULT_SOLVER = SolverOptions()
 
 
 class InnerLog:
@@ -80,7 +82,7 @@ class JFBAgent:
     """
 
     def __init__(self, problem: ControlProblem, network: ValueNetwork,
-                 solver: SolverOptions = SolverOptions(), env_id: str = "",
+                 solver: SolverOptions = DEFAULT_SOLVER, env_id: str = "",
                  env_kwargs: Mapping[str, Any] | None = None) -> None:
         require(isinstance(problem, ControlProblem), "problem", "a ControlProblem",
                 type(problem).__name__)
@@ -96,8 +98,8 @@ class JFBAgent:
     @classmethod
     def build(cls, env_id: str, env_kwargs: Mapping[str, Any] | None = None,
               width: int = 96, depth: int = 3, rank: int = 10,
-              solver: SolverOptions = SolverOptions(), dtype: torch.dtype = torch.float32,
-              device: str | torch.device = "cpu") -> "JFBAgent":
+              solver: SolverOptions = DEFAULT_SOLVER, dtype: torch.dtype = torch.float32,
+              device: str | torch.device = "cpu") -> JFBAgent:
         """A fresh agent for a registered env id (weights drawn from the global torch RNG)."""
         problem = problem_for_env(env_id, dtype=dtype, device=device, **dict(env_kwargs or {}))
         net = ValueNetwork(problem.state_dim, width, depth, rank, dtype=dtype, device=device)
@@ -112,7 +114,7 @@ class JFBAgent:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any],
-                    device: str | torch.device | None = None) -> "JFBAgent":
+                    device: str | torch.device | None = None) -> JFBAgent:
         require("agent" in config, "config", "a run config with an 'agent' section",
                 sorted(config))
         cfg = config["agent"]
@@ -126,7 +128,7 @@ class JFBAgent:
         return agent
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device | None = None) -> "JFBAgent":
+    def load(cls, path: str | Path, device: str | torch.device | None = None) -> JFBAgent:
         """The agent saved in run directory ``path`` (config.json + checkpoint.pt)."""
         config = load_config(path)
         agent = cls.from_config(config, device)

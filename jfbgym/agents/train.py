@@ -24,7 +24,6 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -33,8 +32,7 @@ import jfbgym
 from jfbgym.problems.base import require
 
 from .agent import DTYPES, InnerLog, JFBAgent
-from .checkpoint import (CHECKPOINT, load_config, load_state, save_json, save_state,
-                         snapshot_path)
+from .checkpoint import CHECKPOINT, load_config, load_state, save_json, save_state, snapshot_path
 from .implicit import GRAD_MODES, SOLVERS, SolverOptions
 
 LOG_FIELDS = ("iteration", "loss", "val_cost", "inner_residual", "inner_iters", "unconverged",
