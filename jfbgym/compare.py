@@ -21,9 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from jfbgym.envs.registry import problem_for_env, strip_namespace
-from jfbgym.evaluation import (Evaluation, HELD_OUT_SEED, evaluate, format_table,
-                               held_out_states, open_loop_reference)
+from jfbgym.evaluation import (
+    HELD_OUT_SEED,
+    Evaluation,
+    evaluate,
+    format_table,
+    held_out_states,
+    open_loop_reference,
+)
 from jfbgym.problems.base import positive_float, positive_int, require
 
 
@@ -150,10 +158,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--openloop-iters", type=int, default=500,
                         help="L-BFGS iterations per warm start (0: skip the optimum)")
     parser.add_argument("--out", default=None, help="default runs/compare-<env>")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: small batched networks gain nothing from more, "
+                             "and oversubscribed cores make BLAS threads spin: seen 100x slower)")
     parser.add_argument("--no-video", action="store_true")
 
 
 def main(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
     algos = tuple(a for a in args.algos.split(",") if a)
     config = CompareConfig(args.env_id, args.minutes, args.rl_factor, algos, args.episodes,
                            args.seed, args.env_kwargs, args.iters, args.batch,

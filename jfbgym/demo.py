@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 ENV_ID = "QuadSwarm-v0"
 
 
@@ -26,17 +28,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="the training run directory")
     parser.add_argument("--videos", default="videos", help="where the mp4 and png go")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: small batched networks gain nothing from more, "
+                             "and oversubscribed cores make BLAS threads spin: seen 100x slower)")
     parser.add_argument("--stride", type=int, default=2, help="video: draw every stride-th step")
 
 
 def main(args: argparse.Namespace) -> int:
     from jfbgym.agents.train import TrainConfig, train
     from jfbgym.baselines import references
-    from jfbgym.evaluation import (Evaluation, evaluate, format_table, held_out_states,
-                                   open_loop_reference)
+    from jfbgym.evaluation import (
+        Evaluation,
+        evaluate,
+        format_table,
+        held_out_states,
+        open_loop_reference,
+    )
     from jfbgym.render import plot_training, plot_trajectories, render_video
     from jfbgym.rollout import rollout
 
+    torch.set_num_threads(args.threads)
     result = train(TrainConfig(env_id=ENV_ID, iters=args.iters, batch=args.batch,
                                seed=args.seed, out=args.out, max_minutes=args.minutes))
     agent, history = result.agent, result.history

@@ -17,8 +17,8 @@ the best of all starts is kept per state, so J* never exceeds a warm start's cos
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -63,7 +63,7 @@ def _objective(problem: ControlProblem, x0: Tensor, U: Tensor) -> Tensor:
     zero gradient per step (quadratic in nt; 40x slower at nt = 160)."""
     steps = U.unbind(1)
     h = problem.step_size
-    return problem.objective(lambda t, z: steps[int(round(float(t) / h))], x0)
+    return problem.objective(lambda t, z: steps[round(float(t) / h)], x0)
 
 
 def _residual(problem: ControlProblem, x0: Tensor, U: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,7 +88,7 @@ def _optimise(problem: ControlProblem, x0: Tensor, U0: Tensor, method: str, tol:
                                     history_size=50, line_search_fn="strong_wolfe")
 
             def closure() -> Tensor:
-                opt.zero_grad()
+                U.grad = None
                 loss = _objective(problem, x0, U).sum()
                 loss.backward()
                 return loss

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from jfbgym.envs.rendering import FRAME_SIZE, render_frame
 from jfbgym.problems.base import ControlProblem, Trajectory, positive_int, require
-from jfbgym.rollout import resolve_problem, rollout
+from jfbgym.rollout import initial_states, resolve_problem, rollout
 
 FPS = 20
 
@@ -85,8 +86,6 @@ def render_side_by_side(policies: Mapping[str, Any], env_id: str, path: str | Pa
     """One video of several policies from the *same* initial state, labelled, left to right."""
     require(len(policies) >= 2, "policies", "at least two named policies", list(policies))
     env_id, problem = resolve_problem(env_id, env_kwargs)
-    from jfbgym.rollout import initial_states
-
     x0 = initial_states(problem, 1, seed)
     columns = []
     for name, policy in policies.items():

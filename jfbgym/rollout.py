@@ -12,7 +12,8 @@ layout) *is* the interface. Both return the problem's ``Trajectory``, so everyth
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from jfbgym.baselines import (FixedConsumptionRate, HoverPD, SteerToTarget, ZeroControl,
-                              references)
+from jfbgym.baselines import FixedConsumptionRate, HoverPD, SteerToTarget, ZeroControl, references
 from jfbgym.envs.registry import problem_for_env
 from jfbgym.rollout import rollout
 
@@ -58,7 +57,7 @@ def test_sb3_baseline_trains_saves_and_reloads(tmp_path, algo) -> None:
     assert run.timesteps > 0 and run.algo == algo and run.env_kwargs == kw
     saved = json.loads((tmp_path / algo / "baseline.json").read_text())
     assert saved["env_id"] == "Quadrotor-v0" and saved["timesteps"] == run.timesteps
-    loaded, run2 = load_baseline(tmp_path / algo)
+    loaded, _ = load_baseline(tmp_path / algo)
     obs = np.random.default_rng(0).normal(size=(4, 13)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(obs, deterministic=True)[0],
                                model.predict(obs, deterministic=True)[0], rtol=1e-6)

@@ -11,14 +11,13 @@ import torch
 import jfbgym  # noqa: F401
 from jfbgym.baselines import HoverPD, ZeroControl
 from jfbgym.envs.registry import problem_for_env
-from jfbgym.evaluation import (HeldOutResets, evaluate, format_table, held_out_states,
-                               optimality_gap)
+from jfbgym.evaluation import HeldOutResets, evaluate, format_table, held_out_states, optimality_gap
 
 
 def riccati_policy(problem):
     _, gains = problem.discrete_riccati()
     gains = gains.to(problem.dtype)
-    return lambda t, z: -z @ gains[int(round(float(t) / problem.step_size))].T
+    return lambda t, z: -z @ gains[round(float(t) / problem.step_size)].T
 
 
 def test_evaluate_scores_with_ci_and_gap() -> None:

@@ -20,7 +20,7 @@ def test_open_loop_matches_riccati(method: str) -> None:
     # The optimal sequence is the Riccati feedback's sequence.
     _, K = prob.discrete_riccati()
     riccati = prob.rollout(lambda t, z: -torch.einsum(
-        "mn,bn->bm", K[int(round(float(t) / prob.step_size))], z), x0)
+        "mn,bn->bm", K[round(float(t) / prob.step_size)], z), x0)
     if method == "lbfgs":
         torch.testing.assert_close(res.controls, riccati.controls, rtol=1e-5, atol=1e-6)
 
@@ -28,7 +28,7 @@ def test_open_loop_matches_riccati(method: str) -> None:
 def test_float32_problem_and_warm_starts() -> None:
     prob = make_problem("LinearQuadratic", n_steps=10)
     x0 = prob.sample_initial_states(4, torch.Generator().manual_seed(0))
-    zero = lambda t, z: torch.zeros(z.shape[0], 2, dtype=z.dtype)  # noqa: E731
+    zero = lambda t, z: torch.zeros(z.shape[0], 2, dtype=z.dtype)
     res = open_loop_optimum(prob, x0, init=[None, zero], tol=1e-7)
     assert res.cost.dtype == torch.float64 and res.converged
     torch.testing.assert_close(res.cost, prob.riccati_cost(x0), rtol=1e-9, atol=0)

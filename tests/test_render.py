@@ -1,16 +1,20 @@
 """Videos are written with the expected frame count; figures are written."""
 
-import argparse
 
 import imageio.v3 as iio
 import pytest
-import torch
 
 from jfbgym.baselines import HoverPD, ZeroControl
 from jfbgym.envs.registry import problem_for_env
-from jfbgym.evaluation import evaluate, held_out_states
-from jfbgym.render import (plot_comparison, plot_training, plot_trajectories,
-                           render_side_by_side, render_video, trajectory_frames)
+from jfbgym.evaluation import evaluate
+from jfbgym.render import (
+    plot_comparison,
+    plot_training,
+    plot_trajectories,
+    render_side_by_side,
+    render_video,
+    trajectory_frames,
+)
 from jfbgym.rollout import rollout
 
 KW = {"n_agents": 2, "n_steps": 10}

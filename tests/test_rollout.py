@@ -60,7 +60,7 @@ def test_rollout_equals_stepping_the_env(predict_only: bool) -> None:
 def test_rollout_is_seeded_and_matches_the_objective() -> None:
     problem = problem_for_env("LinearQuadratic-v0", dtype=torch.float64)
     _, gains = problem.discrete_riccati()
-    riccati = lambda t, z: -z @ gains[int(round(float(t) / problem.step_size))].T  # noqa: E731
+    riccati = lambda t, z: -z @ gains[round(float(t) / problem.step_size)].T
     a = rollout(riccati, problem, n_episodes=4, seed=1)
     b = rollout(riccati, problem, n_episodes=4, seed=1)
     torch.testing.assert_close(a.states, b.states, rtol=0, atol=0)
