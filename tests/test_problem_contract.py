@@ -183,3 +183,12 @@ def test_interaction_matches_pairwise_sum_and_its_gradient():
     cut = sum(torch.exp(-((q[:, i] - q[:, j]) ** 2).sum(-1) / 2)
               * (((q[:, i] - q[:, j]) ** 2).sum(-1) < 4) for i in range(5) for j in range(i + 1, 5))
     assert close(interaction(q, cutoff=2.0), cut / 10, rel=1e-12)
+
+
+def test_action_box_is_finite_and_contains_the_optimal_controls(prob):
+    low, high = prob.action_box()
+    assert low.shape == high.shape == (prob.control_dim,)
+    assert bool(torch.isfinite(low).all() and torch.isfinite(high).all() and (low < high).all())
+    t, z, p, _ = point(prob, 8, seed=9)
+    u = prob.optimal_control(t, z, p).control
+    assert bool(((u >= low) & (u <= high)).all())

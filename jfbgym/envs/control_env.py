@@ -6,21 +6,12 @@ is ``−h·L(t_k, z_k, u_k)``, plus ``−G(z_nt)`` on the last step, so an episo
 
 **Observation** ``(n + 1,)`` float32: the state z followed by the time t. Unbounded Box.
 
-**Action** ``(m,)`` float32: the joint control u, a Box whose bounds (``action_bounds``) contain
-every control the optimal policy uses. Actions outside the box are clipped onto it; NaN/inf or a
-wrong shape raise ``ValueError``. Bounds per problem:
-
-* QuadSwarm / Quadrotor: every component in [−6, 6]. By the Lambert-W law of the inner problem,
-  ‖u*‖² = N·W₀(N‖q‖²) grows only like a logarithm of the costate q = B(z)ᵀp, so a drone needs a
-  costate beyond ~10⁷ before any of its components reaches 6; and the bound keeps the cost
-  exp(½‖u‖²/N) of *every* admissible action finite in float32 (at most e^72).
-* MultiBicycle: steering within the problem's limit δ_max (π/2 − 0.25), acceleration in [−10, 10]
-  (the optimal acceleration is O(0.1–1): a unit distance covered in T = 4).
-* ConsumptionSavings: consumption in [0, ``max_consumption``] (default 1e3), the problem's own
-  cap, where its inner solve puts consumption when H is unbounded below; consuming below the
-  habit is allowed and penalised by the problem's C² continuation of the utility.
-* LinearQuadratic: |u_j| ≤ 10·max(σ₀, 1)·max_k ‖K_k‖_∞ with K_k the discrete Riccati gains, i.e.
-  the optimal feedback u = −K z for any |z|∞ ≤ 10 σ₀ (σ₀ = ``init_std``).
+**Action** ``(m,)`` float32: the joint control u, a Box from the problem's ``action_box``, which
+contains every control the optimal policy uses. Actions outside the box are clipped onto it;
+NaN/inf or a wrong shape raise ``ValueError``. Bounds per problem (reasons in each problem's
+``action_box``): QuadSwarm every component in [−6, 6]; MultiBicycle steering within δ_max
+(π/2 − 0.25) and acceleration in [−10, 10]; ConsumptionSavings consumption in
+[0, ``max_consumption``]; LinearQuadratic |u_j| ≤ 10·max(σ₀, 1)·max_k ‖K_k‖_∞ (Riccati gains).
 
 **Episode end**: ``terminated`` at t = T (after ``n_steps`` steps); ``truncated`` is False (the
 vector env truncates only if given a smaller ``max_episode_steps``). ``info`` carries the
@@ -66,34 +57,16 @@ from jfbgym.envs.registry import problem_for_env
 from jfbgym.envs.rendering import render_frame
 from jfbgym.problems import ControlProblem
 
-QUAD_BOUND = 6.0
-BICYCLE_ACCEL_BOUND = 10.0
 RENDER_FPS = 20
 CHUNK_ELEMENTS = 2**19
 
 
 # ----------------------------------------------------------------------------- shared pieces
 def action_bounds(problem: ControlProblem) -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) float32 arrays of shape (m,) for ``problem`` (see the module docstring)."""
-    m = problem.control_dim
-    if problem.name == "QuadSwarm":
-        low, high = np.full(m, -QUAD_BOUND), np.full(m, QUAD_BOUND)
-    elif problem.name == "MultiBicycle":  # steering: the problem's own control_bounds below
-        low, high = np.full(m, -BICYCLE_ACCEL_BOUND), np.full(m, BICYCLE_ACCEL_BOUND)
-    elif problem.name == "ConsumptionSavings":
-        low, high = np.zeros(m), np.full(m, problem.max_consumption)
-    elif problem.name == "LinearQuadratic":
-        gains = problem.discrete_riccati()[1]
-        bound = 10.0 * max(problem.init_std, 1.0) * float(gains.abs().sum(-1).max())
-        low, high = np.full(m, -max(bound, 1.0)), np.full(m, max(bound, 1.0))
-    else:
-        raise ValueError(f"problem: expected one of QuadSwarm, MultiBicycle, ConsumptionSavings, "
-                         f"LinearQuadratic, got {problem.name!r}")
-    box = problem.control_bounds  # the dynamics' own box, where it has one, wins
-    if box is not None:
-        low = np.maximum(low, box[0].detach().cpu().double().numpy())
-        high = np.minimum(high, box[1].detach().cpu().double().numpy())
-    return low.astype(np.float32), high.astype(np.float32)
+    """(low, high) float32 arrays of shape (m,): the problem's ``action_box``."""
+    low, high = problem.action_box()
+    return (low.detach().cpu().numpy().astype(np.float32),
+            high.detach().cpu().numpy().astype(np.float32))
 
 
 def build_problem(env_id: str | None, problem: ControlProblem | None, dtype: torch.dtype,

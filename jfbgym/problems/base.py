@@ -219,6 +219,14 @@ class ControlProblem(torch.nn.Module):
         """Where the inner solve starts when no warm start is given."""
         return torch.zeros(z.shape[0], self.control_dim, dtype=z.dtype, device=z.device)
 
+    def action_box(self) -> tuple[Tensor, Tensor]:
+        """Finite (low, high), each (m,), containing every control an optimal policy uses.
+
+        Environments expose it as their action space and clip actions onto it; it is part of the
+        problem because choosing it takes the problem's mathematics (see each subclass).
+        """
+        raise NotImplementedError
+
     def project_control(self, u: Tensor) -> Tensor:
         """Clip u onto ``control_bounds`` (identity when unconstrained)."""
         bounds = self.control_bounds

@@ -179,6 +179,12 @@ class MultiBicycle(ControlProblem):
         return -self._control_high, self._control_high
 
     # ------------------------------------------------------------------ layout
+
+    def action_box(self) -> tuple[Tensor, Tensor]:
+        """Steering within δ_max (the dynamics' own box), acceleration in [−10, 10]: the optimal
+        acceleration is O(0.1–1), a unit distance covered in T = 4."""
+        low, high = self.control_bounds
+        return low.clamp_min(-10.0), high.clamp_max(10.0)
     def agents(self, x: Tensor, width: int = AGENT_STATE) -> Tensor:
         """(B, width·N) -> (B, N, width) (agent-major layout)."""
         return x.reshape(x.shape[0], self.n_agents, width)

@@ -335,6 +335,13 @@ class ConsumptionSavings(ControlProblem):
             res = torch.where(capped.any(-1), torch.full_like(res, math.inf), res)
         return InnerSolution(u, res, it, bool(res.max() <= tol))
 
+    def action_box(self) -> tuple[Tensor, Tensor]:
+        """Consumption in [0, ``max_consumption``], the cap the inner solve uses where H is
+        unbounded below; consuming below the habit is allowed and penalised by the continuation."""
+        high = torch.full((self.control_dim,), self.max_consumption, dtype=self.dtype,
+                          device=self.device)
+        return torch.zeros_like(high), high
+
     def initial_control(self, t: Time, z: Tensor) -> Tensor:
         """u = h + 0.01: feasible whatever the state."""
         return z[:, 1:] + INITIAL_MARGIN

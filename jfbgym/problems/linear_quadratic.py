@@ -119,6 +119,14 @@ class LinearQuadratic(ControlProblem):
         x = torch.randn(batch, self.state_dim, generator=generator, dtype=torch.float64)
         return (self.init_std * x).to(dtype=self.dtype, device=self.device)
 
+    def action_box(self) -> tuple[Tensor, Tensor]:
+        """|u_j| ≤ 10·max(σ₀, 1)·max_k ‖K_k‖_∞ (K_k the discrete Riccati gains): the optimal
+        feedback u = −K z for any |z|_∞ ≤ 10 σ₀ (σ₀ = ``init_std``), and at least 1."""
+        gains = self.discrete_riccati()[1]
+        bound = max(1.0, 10.0 * max(self.init_std, 1.0) * float(gains.abs().sum(-1).max()))
+        high = torch.full((self.control_dim,), bound, dtype=self.dtype, device=self.device)
+        return -high, high
+
     # --------------------------------------------------------------- references
     def discrete_riccati(self) -> tuple[Tensor, Tensor]:
         """(P_k for k = 0..nt, shape (nt+1, n, n); gains K_k, shape (nt, m, n)) of the

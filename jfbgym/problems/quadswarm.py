@@ -252,6 +252,14 @@ class QuadSwarm(ControlProblem):
             res = self.stationarity_residual(t, z, p, u, scale)
         return InnerSolution(u, res, 0, bool(res.max() <= tol))
 
+    def action_box(self) -> tuple[Tensor, Tensor]:
+        """Every component in [−6, 6]. By the Lambert-W law ‖u*‖² = N·W₀(N‖q‖²) grows only like a
+        logarithm of the costate q = B(z)ᵀp, so a drone needs a costate beyond ~10⁷ before a
+        component reaches 6; and the bound keeps exp(½‖u‖²/N) of every admissible action finite
+        in float32 (at most e^72)."""
+        high = torch.full((self.control_dim,), 6.0, dtype=self.dtype, device=self.device)
+        return -high, high
+
     def initial_control(self, t: Time, z: Tensor) -> Tensor:
         """Hover thrust m g per drone, zero angular accelerations."""
         u = torch.zeros(z.shape[0], self.n_agents, AGENT_CONTROL, dtype=z.dtype, device=z.device)
