@@ -50,7 +50,7 @@ def point(prob: ControlProblem, batch: int, seed: int) -> tuple[torch.Tensor, ..
     if prob.name == "ConsumptionSavings":
         h = z[:, 1:]
         u = h + torch.nn.functional.softplus(u) + 0.1
-        p[:, 0] = -p[:, 0].abs() - 0.05  # wealth has value: consuming costs
+        p[:, 0] = -p[:, 0].abs() - 0.3  # wealth has value (Merton: ∂V/∂x ≈ −0.5 at x = 25)
     t = torch.rand(batch, generator=g, dtype=F64) * prob.horizon
     return t, z, p, prob.project_control(u)
 
