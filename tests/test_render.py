@@ -1,5 +1,6 @@
 """Videos are written with the expected frame count; figures are written."""
 
+import argparse
 
 import imageio.v3 as iio
 import pytest
@@ -65,3 +66,21 @@ def test_write_video_keeps_every_frame_in_order(tmp_path, n: int) -> None:
     assert video.shape == (n, 32, 48, 3)
     np.testing.assert_allclose(video.reshape(n, -1).mean(1), [(2 * i) % 256 for i in range(n)],
                                atol=2.5)  # H.264 rounding only: no frame dropped or repeated
+
+
+def test_render_cli(tmp_path) -> None:
+    from jfbgym.agents.train import TrainConfig, train
+    from jfbgym.render import add_arguments, main
+
+    run = tmp_path / "quad1"
+    train(TrainConfig(env_id="Quadrotor-v0", problem_kwargs={"n_steps": 8}, iters=1, batch=4,
+                      val_batch=4, out=str(run)), progress=False)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert main(parser.parse_args([str(run), "--out", str(tmp_path / "a.mp4"),
+                                   "--stride", "4"])) == 0
+    assert len(iio.imread(tmp_path / "a.mp4")) == 3  # steps 0, 4, 8
+    assert main(parser.parse_args([str(run), "--out", str(tmp_path / "b.mp4"), "--stride", "4",
+                                   "--vs", "heuristic"])) == 0
+    video = iio.imread(tmp_path / "b.mp4")
+    assert len(video) == 3 and video.shape[2] == 2 * iio.imread(tmp_path / "a.mp4").shape[2]
