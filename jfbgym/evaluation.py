@@ -147,7 +147,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="held-out set seed")
     parser.add_argument("--no-openloop", action="store_true",
                         help="skip the open-loop optimum (and so the optimality gap)")
-    parser.add_argument("--openloop-iters", type=int, default=2000)
+    parser.add_argument("--openloop-iters", type=int, default=500,
+                        help="L-BFGS iterations per warm start of the open-loop optimum")
 
 
 def main(args: argparse.Namespace) -> int:
