@@ -165,14 +165,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(positive_int(args.threads, "threads"))
     algos = tuple(a for a in args.algos.split(",") if a)
     config = CompareConfig(args.env_id, args.minutes, args.rl_factor, algos, args.episodes,
                            args.seed, args.env_kwargs, args.iters, args.batch,
                            args.openloop_iters,
                            args.out or f"runs/compare-{strip_namespace(args.env_id)}",
                            not args.no_video)
-    rows = compare(config, progress=True)
+    try:
+        rows = compare(config, progress=True)
+    finally:
+        torch.set_num_threads(previous)
     print(format_table(rows))
     print(f"written to {config.out}")
     return 0

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from jfbgym.problems.base import positive_int
+
 ENV_ID = "QuadSwarm-v0"
 
 
@@ -35,6 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(positive_int(args.threads, "threads"))
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The demo itself (``main`` only scopes the thread setting)."""
     from jfbgym.agents.train import TrainConfig, train
     from jfbgym.baselines import references
     from jfbgym.evaluation import (
@@ -47,7 +59,6 @@ def main(args: argparse.Namespace) -> int:
     from jfbgym.render import plot_training, plot_trajectories, render_video
     from jfbgym.rollout import rollout
 
-    torch.set_num_threads(args.threads)
     result = train(TrainConfig(env_id=ENV_ID, iters=args.iters, batch=args.batch,
                                seed=args.seed, out=args.out, max_minutes=args.minutes))
     agent, history = result.agent, result.history
