@@ -118,13 +118,19 @@ def open_loop_reference(problem: ControlProblem, x0: Tensor, warm_starts: Sequen
     return open_loop_optimum(problem, x0, init=starts, tol=tol, max_iters=max_iters)
 
 
+def _percent(gap: float | None) -> str:
+    if gap is None:
+        return "—"
+    return f"{100 * gap:+.2f}%" if abs(gap) < 10 else f"{100 * gap:+.3g}%"
+
+
 def format_table(rows: Sequence[Evaluation], markdown: bool = True) -> str:
     """A markdown (or plain) table: method, J mean ± CI, gap, training time, ms per step."""
     header = ["method", "J (mean ± 95% CI)", "optimality gap", "train time (s)", "ms / step"]
     lines = []
     for e in rows:
         lines.append([e.name, f"{e.mean:.4g} ± {e.ci95:.2g}",
-                      "—" if e.gap is None else f"{100 * e.gap:+.2f}%",
+                      _percent(e.gap),
                       "—" if e.train_seconds is None else f"{e.train_seconds:.1f}",
                       "—" if math.isnan(e.seconds_per_step)
                       else f"{1e3 * e.seconds_per_step:.3g}"])
