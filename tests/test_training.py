@@ -186,3 +186,12 @@ def test_cli_train_then_load(tmp_path) -> None:
     assert "version" in config and config["agent"]["solver"]["solver"] == "newton"
     assert JFBAgent.load(out).env_id == "LinearQuadratic-v0"
     assert cli(["train", "LinearQuadratic-v0", "--grad", "unrolled", "--out", str(out)]) == 2
+
+
+def test_load_refuses_a_changed_problem(tmp_path) -> None:
+    result = train(lq_config(tmp_path, iters=1, batch=4, val_batch=4, width=8), progress=False)
+    config = json.loads((result.out / "config.json").read_text())
+    config["agent"]["problem"]["horizon"] = 2.0  # trained on T = 2, the env id now means T = 1
+    (result.out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="trained on"):
+        JFBAgent.load(result.out)

@@ -11,6 +11,7 @@ run directory and refuses weights that do not fit.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,10 @@ class JFBAgent:
                           net_cfg["rank"], SolverOptions(**cfg["solver"]), dtype, device)
         require(agent.problem.name == cfg["problem_name"], "config",
                 f"problem {cfg['problem_name']!r}", agent.problem.name)
+        # the env id's defaults may have changed since training: the problem must not have
+        rebuilt = json.loads(json.dumps(agent.problem.config()))
+        require(rebuilt == cfg["problem"], "config",
+                f"the problem the agent was trained on ({cfg['problem']})", rebuilt)
         return agent
 
     @classmethod
