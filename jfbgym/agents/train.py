@@ -177,8 +177,12 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     wall0 = history[-1]["wall"] if history else 0.0
     clock = time.perf_counter()
     val_cost = history[-1]["val_cost"] if history else float("nan")
-    bar = tqdm(total=config.iters, initial=start, disable=not progress, dynamic_ncols=True,
-               desc=f"{config.grad} {agent.env_id}")
+    # Under a time budget the bar measures seconds of that budget (the iteration cap is then
+    # only a cap, and "12/100000 it" would say nothing about when training ends).
+    budget = None if config.max_minutes is None else 60.0 * config.max_minutes
+    bar = tqdm(total=config.iters if budget is None else round(budget),
+               initial=start if budget is None else 0, unit="it" if budget is None else "s",
+               disable=not progress, dynamic_ncols=True, desc=f"{config.grad} {agent.env_id}")
     try:
         while iteration < config.iters:
             tic = time.perf_counter()
@@ -219,15 +223,17 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             history.append(row)
             with open(out / "log.csv", "a", newline="") as fh:
                 csv.DictWriter(fh, LOG_FIELDS).writerow(row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4g}", val=f"{val_cost:.4g}",
+            if budget is None:
+                bar.update(1)
+            else:
+                bar.n = min(round(time.perf_counter() - clock), bar.total)
+            bar.set_postfix(it=iteration, loss=f"{row['loss']:.4g}", val=f"{val_cost:.4g}",
                             res=f"{row['inner_residual']:.1e}", unconv=row["unconverged"],
                             lr=f"{row['lr']:.1e}")
             last_good = snapshot(iteration)
             if iteration % config.checkpoint_every == 0:
                 save_run(out, agent, last_good)
-            if config.max_minutes is not None and \
-                    time.perf_counter() - clock >= 60 * config.max_minutes:
+            if budget is not None and time.perf_counter() - clock >= budget:
                 status = "time budget"
                 break
     except KeyboardInterrupt:
