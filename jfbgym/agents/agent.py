@@ -25,7 +25,7 @@ from jfbgym.problems.base import ControlProblem, Time, Trajectory, require
 
 from .checkpoint import CHECKPOINT, load_config, load_state
 from .implicit import GRAD_MODES, SolverOptions, StepStats, control_layer
-from .network import ValueNetwork
+from .network import CORRECTION_SCALE, ValueNetwork
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DEFAULT_SOLVER = SolverOptions()
@@ -75,6 +75,13 @@ def running_cost(problem: ControlProblem, t: Time, z: Tensor, u: Tensor) -> Tens
     return problem.running_cost(t, z, u)
 
 
+def prior_of(problem: ControlProblem):
+    """The problem's ``value_prior`` when its class supplies one, else None (learn from
+    scratch: the base method only says "none")."""
+    has_prior = type(problem).value_prior is not ControlProblem.value_prior
+    return problem.value_prior if has_prior else None
+
+
 class JFBAgent:
     """A trained (or training) JFB value-function agent for one problem.
 
@@ -100,10 +107,15 @@ class JFBAgent:
     def build(cls, env_id: str, env_kwargs: Mapping[str, Any] | None = None,
               width: int = 96, depth: int = 3, rank: int = 10,
               solver: SolverOptions = DEFAULT_SOLVER, dtype: torch.dtype = torch.float32,
-              device: str | torch.device = "cpu") -> JFBAgent:
-        """A fresh agent for a registered env id (weights drawn from the global torch RNG)."""
+              device: str | torch.device = "cpu",
+              correction_scale: float = CORRECTION_SCALE) -> JFBAgent:
+        """A fresh agent for a registered env id (weights drawn from the global torch RNG).
+
+        The network starts from the problem's ``value_prior`` when it has one (see
+        ``ValueNetwork``; ``correction_scale`` is σ there), else from scratch."""
         problem = problem_for_env(env_id, dtype=dtype, device=device, **dict(env_kwargs or {}))
-        net = ValueNetwork(problem.state_dim, width, depth, rank, dtype=dtype, device=device)
+        net = ValueNetwork(problem.state_dim, width, depth, rank, dtype=dtype, device=device,
+                           prior=prior_of(problem), correction_scale=correction_scale)
         return cls(problem, net, solver, env_id, env_kwargs)
 
     def config(self) -> dict:
@@ -123,7 +135,8 @@ class JFBAgent:
         device = device or config.get("device", "cpu")
         net_cfg = dict(cfg["network"])
         agent = cls.build(cfg["env_id"], cfg["env_kwargs"], net_cfg["width"], net_cfg["depth"],
-                          net_cfg["rank"], SolverOptions(**cfg["solver"]), dtype, device)
+                          net_cfg["rank"], SolverOptions(**cfg["solver"]), dtype, device,
+                          net_cfg.get("correction_scale", CORRECTION_SCALE))
         require(agent.problem.name == cfg["problem_name"], "config",
                 f"problem {cfg['problem_name']!r}", agent.problem.name)
         # the env id's defaults may have changed since training: the problem must not have

@@ -227,6 +227,16 @@ class ControlProblem(torch.nn.Module):
         """
         raise NotImplementedError
 
+    def value_prior(self, t: Time, z: Tensor) -> tuple[Tensor, Tensor] | None:
+        """An approximate cost-to-go V₀ and its gradient, ((B,), (B, n)), or ``None`` (default).
+
+        A value network adds it to its output and learns only the correction. It is for
+        problems where an arbitrary initial costate makes the inner problem unbounded (no
+        minimiser), so training cannot start from scratch; problems with a well-posed inner
+        problem for every p keep ``None`` and are learned from scratch.
+        """
+        return None
+
     def project_control(self, u: Tensor) -> Tensor:
         """Clip u onto ``control_bounds`` (identity when unconstrained)."""
         bounds = self.control_bounds

@@ -367,11 +367,34 @@ class ConsumptionSavings(ControlProblem):
         g' = ρ g − m, g(T) = ε^{1/γ}, ρ = (δ − (1 − γ) r)/γ, i.e.
         g = ε^{1/γ} e^{ρ(t−T)} − m (e^{ρ(t−T)} − 1)/ρ (→ ε^{1/γ} + m (T − t) as ρ → 0)."""
         self._require_no_habits()
-        t = torch.as_tensor(t, dtype=torch.float64)
+        return self._scale(torch.as_tensor(t, dtype=torch.float64))
+
+    def _scale(self, t: Tensor) -> Tensor:
+        """Merton's g(t) (see ``merton_scale``), with no check on A and B."""
         rho = (self.delta - (1.0 - self.gamma) * self.r) / self.gamma
         tau = t - self.horizon
         growth = torch.expm1(rho * tau) / rho if rho != 0.0 else tau
         return self.epsilon ** (1.0 / self.gamma) * torch.exp(rho * tau) - self.n_agents * growth
+
+    def value_prior(self, t: Time, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Merton's value at the wealth net of the present value of consuming today's habits
+        until T: V₀ = −e^{−δt} g(t)^γ U(x − a(t) Σ_i h_i), a(t) = (1 − e^{−r(T−t)})/r, and ∇V₀.
+
+        Exact when A = B = 0 and h = 0. Its costate p_x = −e^{−δt} g^γ U'(·) < 0 has the right
+        scale, so the inner problem has a minimiser from the first training iteration; and
+        p_h = −a p_x > 0 prices habits as committed spending. U's C² continuation below κ keeps
+        V₀ finite (and p_x < 0) when net wealth is not positive.
+        """
+        self.check_inputs(z)
+        tc = self.time_column(t, z)
+        remaining = self.horizon - tc
+        annuity = -torch.expm1(-self.r * remaining) / self.r if self.r != 0.0 else remaining
+        net = z[:, :1] - annuity * z[:, 1:].sum(-1, keepdim=True)
+        U, dU, _ = utility(net, self.gamma, self.kappa)
+        weight = torch.exp(-self.delta * tc) * self._scale(tc) ** self.gamma
+        dx = -weight * dU
+        return (-weight * U).squeeze(-1), torch.cat([dx, (-annuity * dx).expand_as(z[:, 1:])],
+                                                    dim=-1)
 
     def merton_control(self, t: Time, z: Tensor) -> Tensor:
         """Merton's feedback u_i = x / g(t) for every good (optimal when A = B = 0, h = 0)."""
