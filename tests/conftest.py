@@ -1,3 +1,10 @@
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+import torch  # noqa: E402
+
+# One intra-op thread: the test workloads are small batched ops that gain nothing from more,
+# results do not depend on the machine's core count, and oversubscribed cores (CI beside other
+# jobs) made two-thread BLAS spin up to 100x slower here.
+torch.set_num_threads(1)
