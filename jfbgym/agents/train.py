@@ -9,7 +9,8 @@ Every iteration draws a fresh minibatch from ρ (the setting of the convergence 
 scores a fixed held-out validation batch; Adam with ReduceLROnPlateau on the validation cost.
 Checkpoints are atomic and complete (optimizer, scheduler and RNG states), so ``--resume``
 continues bit-for-bit; Ctrl-C and the ``--max-minutes`` budget save before stopping; a NaN/inf
-loss restores the last good state and halves the learning rate, and a second one in a row stops.
+loss restores the last good state and halves the learning rate, and a second one in a row stops;
+a validation cost that blows up (``--blowup``) undoes that step and halves the learning rate.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class TrainConfig:
     lr: float = 1e-2
     lr_factor: float = 0.5
     lr_patience: int = 10
+    blowup: float = 10.0  # a validation cost above prev + blowup·|prev| undoes the step
     width: int = 96
     depth: int = 3
     rank: int = 10
@@ -82,6 +84,8 @@ class TrainConfig:
             require(isinstance(value, int) and value >= 1, name, "an integer >= 1", value)
         require(self.lr > 0 and math.isfinite(self.lr), "lr", "a finite number > 0", self.lr)
         require(0 < self.lr_factor < 1, "lr_factor", "a number in (0, 1)", self.lr_factor)
+        require(self.blowup > 0 and math.isfinite(self.blowup), "blowup", "a finite number > 0",
+                self.blowup)
         require(self.max_minutes is None or self.max_minutes > 0, "max_minutes",
                 "None or a number > 0", self.max_minutes)
         require(isinstance(self.problem_kwargs, dict), "problem_kwargs", "a dict",
@@ -214,8 +218,23 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             seconds = time.perf_counter() - tic  # the training step alone, validation excluded
             # 3. validation on the fixed held-out batch drives the learning-rate schedule
             if iteration % config.val_every == 0 or iteration == config.iters:
+                previous = val_cost
                 with torch.no_grad():
                     val_cost = float(agent.objective(x_val).mean())
+                # 4. blow-up guard: one step can move the policy to where a few rollouts go
+                # catastrophically wrong (ConsumptionSavings: the costate near zero, wealth
+                # spent, a penalty 10⁴× the optimum). Keeping it would also poison Adam's
+                # moments for tens of steps, so undo the step and halve the learning rate.
+                if math.isfinite(previous) and not val_cost <= previous + config.blowup * abs(
+                        previous):
+                    tqdm.write(f"iteration {iteration}: validation cost {val_cost:.4g} blew up "
+                               f"(was {previous:.4g}); undid the step, lr -> "
+                               f"{0.5 * optimizer.param_groups[0]['lr']:.3g}")
+                    restore(agent, optimizer, scheduler, last_good)
+                    for group in optimizer.param_groups:
+                        group["lr"] *= 0.5
+                    iteration, val_cost = iteration - 1, previous
+                    continue
                 scheduler.step(val_cost)
             row = {"iteration": iteration, "loss": float(loss.detach()), "val_cost": val_cost,
                    **log.summary(), "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
