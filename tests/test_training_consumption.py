@@ -93,3 +93,25 @@ def test_training_beats_prior_and_nears_open_loop(tmp_path) -> None:
     gap, prior_gap = ((j - j_star) / abs(j_star) for j in (j_trained, j_prior))
     assert j_star <= j_trained + 1e-6 * abs(j_star)  # open loop is the better of the starts
     assert gap < 0.01 and gap < 0.5 * prior_gap, (j_trained, j_prior, j_star)
+
+
+def test_blown_up_validation_undoes_the_step(tmp_path, monkeypatch) -> None:
+    """A step after which the validation cost explodes is undone at half the learning rate."""
+    calls = {"validation": 0}
+    objective = JFBAgent.objective
+
+    def spiking(self, x0, grad=None, log=None):
+        cost = objective(self, x0, grad, log)
+        if grad is None:  # validation
+            calls["validation"] += 1
+            if calls["validation"] == 3:
+                return cost.abs() * 1e6
+        return cost
+
+    monkeypatch.setattr(JFBAgent, "objective", spiking)
+    config = TrainConfig(env_id="LinearQuadratic-v0", iters=4, batch=4, val_batch=4, width=8,
+                         rank=2, lr=1e-2, seed=0, out=str(tmp_path / "lq"), checkpoint_every=4)
+    history = train(config, progress=False).history
+    assert [row["iteration"] for row in history] == [1, 2, 3, 4]
+    assert [row["lr"] for row in history] == [1e-2, 1e-2, 5e-3, 5e-3]
+    assert max(row["val_cost"] for row in history) < 1e3
