@@ -34,5 +34,12 @@ def make_problem(name: str, *, dtype: torch.dtype = torch.float32,
     return problem_class(name)(dtype=dtype, device=device, **kwargs)
 
 
-__all__ = ["ControlProblem", "InnerSolution", "NewtonOptions", "Trajectory", "PROBLEMS",
-           "make_problem", "problem_class"]
+__all__ = [
+    "PROBLEMS",
+    "ControlProblem",
+    "InnerSolution",
+    "NewtonOptions",
+    "Trajectory",
+    "make_problem",
+    "problem_class",
+]

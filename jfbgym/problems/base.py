@@ -10,13 +10,14 @@ objective of ``shared/problems.md`` from them, so no problem re-derives those by
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Union
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-Time = Union[float, Tensor]
+Time = float | Tensor
 Policy = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -61,11 +62,20 @@ def positive_int(value: object, name: str) -> int:
     return int(value)  # type: ignore[arg-type]
 
 
-def positive_float(value: object, name: str) -> float:
-    require(isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(float(value)) and float(value) > 0,
-            name, "a finite number > 0", value)
+def finite_float(value: object, name: str, minimum: float | None = None,
+                 strict: bool = False) -> float:
+    """``value`` as a finite float, at least ``minimum`` (above it if ``strict``)."""
+    bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(float(value))
+    if ok and minimum is not None:
+        ok = float(value) > minimum if strict else float(value) >= minimum  # type: ignore[arg-type]
+    require(ok, name, f"a finite number{bound}", value)
     return float(value)  # type: ignore[arg-type]
+
+
+def positive_float(value: object, name: str) -> float:
+    return finite_float(value, name, 0.0, strict=True)
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,9 @@ class NewtonOptions:
     max_iters: int = 100
     armijo: float = 1e-4
     min_step: float = 1e-10
+
+
+DEFAULT_NEWTON = NewtonOptions()
 
 
 class ControlProblem(torch.nn.Module):
@@ -257,7 +270,7 @@ class ControlProblem(torch.nn.Module):
         return r if scale is None else r / scale
 
     def optimal_control(self, t: Time, z: Tensor, p: Tensor, u0: Tensor | None = None,
-                        options: NewtonOptions = NewtonOptions()) -> InnerSolution:
+                        options: NewtonOptions = DEFAULT_NEWTON) -> InnerSolution:
         """argmin_u H(t, z, p, u) by projected damped Newton with Armijo backtracking.
 
         Each sample takes its own step length; a sample stops moving once its residual is below
@@ -339,10 +352,13 @@ class ControlProblem(torch.nn.Module):
                              f"{type(controls_or_policy).__name__}")
         times = self.times()
         h = self.step_size
+        # unbind, not controls[:, k]: each slice's backward would allocate the whole sequence,
+        # making the backward pass quadratic in n_steps.
+        steps = controls.unbind(1) if controls is not None else None
         z, states, us, costs = x0, [x0], [], []
         for k in range(self.n_steps):
             t = times[k]
-            u = controls[:, k] if controls is not None else controls_or_policy(t, z)
+            u = steps[k] if steps is not None else controls_or_policy(t, z)
             self.check_batch(u, "u", self.control_dim)
             costs.append(h * self.running_cost(t, z, u))
             z = self.step(t, z, u, method)

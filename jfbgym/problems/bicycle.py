@@ -29,10 +29,12 @@ import torch
 from torch import Tensor
 
 from .base import (
+    DEFAULT_NEWTON,
     ControlProblem,
     InnerSolution,
     NewtonOptions,
     Time,
+    finite_float,
     positive_float,
     positive_int,
     require,
@@ -41,19 +43,6 @@ from .interaction import interaction, interaction_grad
 
 AGENT_STATE, AGENT_CONTROL = 4, 2
 CURVATURE_FLOOR = 1e-3  # smallest |φ''| the PD-modified Hessian solve uses
-
-
-def _nonnegative_float(value: object, name: str) -> float:
-    require(isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(float(value)) and float(value) >= 0,
-            name, "a finite number >= 0", value)
-    return float(value)  # type: ignore[arg-type]
-
-
-def _finite(value: object, name: str) -> float:
-    require(isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(float(value)), name, "finite numbers", value)
-    return float(value)  # type: ignore[arg-type]
 
 
 def steering_minimiser(c: Tensor, max_steering: float, max_iters: int = 100
@@ -137,26 +126,26 @@ class MultiBicycle(ControlProblem):
         self.max_steering = positive_float(max_steering, "max_steering")
         require(self.max_steering < math.pi / 2, "max_steering", "a number in (0, π/2)",
                 max_steering)
-        self.alpha_int = _nonnegative_float(alpha_int, "alpha_int")
+        self.alpha_int = finite_float(alpha_int, "alpha_int", 0.0)
         self.radius = positive_float(radius, "radius")
         self.interaction_cutoff = (None if interaction_cutoff is None
                                    else positive_float(interaction_cutoff, "interaction_cutoff"))
-        self.alpha_G = _nonnegative_float(alpha_G, "alpha_G")
+        self.alpha_G = finite_float(alpha_G, "alpha_G", 0.0)
         if isinstance(target, Tensor):
             target = target.tolist()
         expected = f"a point (2,) or one point per agent ({n}, 2)"
         require(isinstance(target, (list, tuple)), "target", expected, target)
         if len(target) == 2 and not any(isinstance(v, (list, tuple)) for v in target):
-            self.target: list = [_finite(v, "target") for v in target]
+            self.target: list = [finite_float(v, "target") for v in target]
             goal = [self.target] * n
         else:
             require(len(target) == n and all(isinstance(row, (list, tuple)) and len(row) == 2
                                              for row in target), "target", expected, target)
-            self.target = [[_finite(v, "target") for v in row] for row in target]
+            self.target = [[finite_float(v, "target") for v in row] for row in target]
             goal = self.target
-        self.init_std = _nonnegative_float(init_std, "init_std")
-        self.init_heading = _finite(init_heading, "init_heading")
-        self.init_speed = _finite(init_speed, "init_speed")
+        self.init_std = finite_float(init_std, "init_std", 0.0)
+        self.init_heading = finite_float(init_heading, "init_heading")
+        self.init_speed = finite_float(init_speed, "init_speed")
         super().__init__(state_dim=AGENT_STATE * n, control_dim=AGENT_CONTROL * n, n_agents=n,
                          horizon=horizon, n_steps=n_steps, dtype=dtype, device=device)
         self.register_buffer("targets_xy", torch.tensor(goal, dtype=torch.float64).to(
@@ -286,7 +275,7 @@ class MultiBicycle(ControlProblem):
         return v / (diag + damping)
 
     def optimal_control(self, t: Time, z: Tensor, p: Tensor, u0: Tensor | None = None,
-                        options: NewtonOptions = NewtonOptions()) -> InnerSolution:
+                        options: NewtonOptions = DEFAULT_NEWTON) -> InnerSolution:
         """The global minimiser: a = −p_v and δ from ``steering_minimiser`` (``u0`` is not
         needed; it only sets the residual's scale 1 + ‖∇_u H(u0)‖, u0 = 0 by default)."""
         self.check_inputs(z, u0, p)

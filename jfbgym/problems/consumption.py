@@ -46,10 +46,12 @@ import torch
 from torch import Tensor
 
 from .base import (
+    DEFAULT_NEWTON,
     ControlProblem,
     InnerSolution,
     NewtonOptions,
     Time,
+    finite_float,
     positive_float,
     positive_int,
     require,
@@ -57,17 +59,6 @@ from .base import (
 
 CURVATURE_FLOOR = 1e-12  # smallest |∂²H/∂u_i²| the PD-modified Hessian solve uses
 INITIAL_MARGIN = 1e-2  # initial_control = h + this
-
-
-def _finite(value: object, name: str) -> float:
-    require(isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(float(value)), name, "a finite number", value)
-    return float(value)  # type: ignore[arg-type]
-
-
-def _nonnegative(value: object, name: str) -> float:
-    require(_finite(value, name) >= 0, name, "a finite number >= 0", value)
-    return float(value)  # type: ignore[arg-type]
 
 
 def utility(y: Tensor, gamma: float, kappa: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -101,8 +92,8 @@ def _diagonal(value: object, m: int, name: str) -> list[float]:
         value = value.tolist()
     if isinstance(value, (list, tuple)):
         require(len(value) == m, name, f"a number or a sequence of {m} numbers >= 0", value)
-        return [_nonnegative(v, name) for v in value]
-    return [_nonnegative(value, name)] * m
+        return [finite_float(v, name, 0.0) for v in value]
+    return [finite_float(value, name, 0.0)] * m
 
 
 class ConsumptionSavings(ControlProblem):
@@ -131,17 +122,17 @@ class ConsumptionSavings(ControlProblem):
         self.eta = positive_float(eta, "eta")
         require(self.eta <= 1.0, "eta", "a number in (0, 1]", eta)
         self.theta = positive_float(theta, "theta")
-        self.r = _finite(r, "r")
-        self.delta = _finite(delta, "delta")
+        self.r = finite_float(r, "r")
+        self.delta = finite_float(delta, "delta")
         self.gamma = positive_float(gamma, "gamma")
         require(self.gamma != 1.0, "gamma", "a number > 0 other than 1 (log utility)", gamma)
         self.epsilon = positive_float(epsilon, "epsilon")
         self.kappa = positive_float(kappa, "kappa")
         self.max_consumption = positive_float(max_consumption, "max_consumption")
-        self.init_wealth = _finite(init_wealth, "init_wealth")
-        self.init_wealth_spread = _nonnegative(init_wealth_spread, "init_wealth_spread")
-        self.init_habit = _finite(init_habit, "init_habit")
-        self.init_habit_spread = _nonnegative(init_habit_spread, "init_habit_spread")
+        self.init_wealth = finite_float(init_wealth, "init_wealth")
+        self.init_wealth_spread = finite_float(init_wealth_spread, "init_wealth_spread", 0.0)
+        self.init_habit = finite_float(init_habit, "init_habit")
+        self.init_habit_spread = finite_float(init_habit_spread, "init_habit_spread", 0.0)
         super().__init__(state_dim=1 + m, control_dim=m, n_agents=m, horizon=horizon,
                          n_steps=n_steps, dtype=dtype, device=device)
         for name, diag in (("A", self._A), ("B", self._B)):
@@ -317,7 +308,7 @@ class ConsumptionSavings(ControlProblem):
         return torch.where(capped, s_cap, s), capped, it
 
     def optimal_control(self, t: Time, z: Tensor, p: Tensor, u0: Tensor | None = None,
-                        options: NewtonOptions = NewtonOptions()) -> InnerSolution:
+                        options: NewtonOptions = DEFAULT_NEWTON) -> InnerSolution:
         """Per-good safeguarded Newton on ∂H/∂u_i = 0 in the margin u_i − h_i, warm-started
         from ``u0`` when given (else from Merton's root); goods without a minimiser get
         ``max_consumption`` and make their sample's residual ``inf``. The residual is relative

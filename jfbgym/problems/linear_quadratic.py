@@ -11,12 +11,12 @@ Q = I, R = I, Q_f = 10 I, T = 1, nt = 50, ρ = 𝒩(0, I).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from .base import ControlProblem, InnerSolution, NewtonOptions, Time, require
+from .base import DEFAULT_NEWTON, ControlProblem, InnerSolution, NewtonOptions, Time, require
 
 Matrix = Sequence[Sequence[float]] | Tensor
 
@@ -104,7 +104,7 @@ class LinearQuadratic(ControlProblem):
         return torch.cholesky_solve(v.T, self.R_chol).T
 
     def optimal_control(self, t: Time, z: Tensor, p: Tensor, u0: Tensor | None = None,
-                        options: NewtonOptions = NewtonOptions()) -> InnerSolution:
+                        options: NewtonOptions = DEFAULT_NEWTON) -> InnerSolution:
         """Closed form u* = −R⁻¹Bᵀp (one linear solve; residual reported as for Newton)."""
         self.check_inputs(z, u0, p)
         with torch.no_grad():

@@ -35,10 +35,12 @@ import torch
 from torch import Tensor
 
 from .base import (
+    DEFAULT_NEWTON,
     ControlProblem,
     InnerSolution,
     NewtonOptions,
     Time,
+    finite_float,
     positive_float,
     positive_int,
     require,
@@ -48,19 +50,6 @@ from .lambertw import lambertw
 
 AGENT_STATE, AGENT_CONTROL = 12, 4
 TARGET_KINDS = ("shared", "formation")
-
-
-def _nonnegative_float(value: object, name: str) -> float:
-    require(isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(float(value)) and float(value) >= 0,
-            name, "a finite number >= 0", value)
-    return float(value)  # type: ignore[arg-type]
-
-
-def _finite(value: object, name: str) -> float:
-    require(isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(float(value)), name, "finite numbers", value)
-    return float(value)  # type: ignore[arg-type]
 
 
 def formation_offsets(n_agents: int, spacing: float) -> Tensor:
@@ -109,18 +98,18 @@ class QuadSwarm(ControlProblem):
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
         n = positive_int(n_agents, "n_agents")
         self.mass = positive_float(mass, "mass")
-        self.gravity = _nonnegative_float(gravity, "gravity")
-        self.alpha_int = _nonnegative_float(alpha_int, "alpha_int")
+        self.gravity = finite_float(gravity, "gravity", 0.0)
+        self.alpha_int = finite_float(alpha_int, "alpha_int", 0.0)
         self.radius = positive_float(radius, "radius")
         self.interaction_cutoff = (None if interaction_cutoff is None
                                    else positive_float(interaction_cutoff, "interaction_cutoff"))
-        self.alpha_G = _nonnegative_float(alpha_G, "alpha_G")
+        self.alpha_G = finite_float(alpha_G, "alpha_G", 0.0)
         require(targets in TARGET_KINDS, "targets", f"one of {TARGET_KINDS}", targets)
         self.targets = targets
         require(isinstance(target, (list, tuple)) and len(target) == 3, "target",
                 "a list or tuple of 3 numbers", target)
-        self.target = tuple(_finite(v, "target") for v in target)
-        self.init_std = _nonnegative_float(init_std, "init_std")
+        self.target = tuple(finite_float(v, "target") for v in target)
+        self.init_std = finite_float(init_std, "init_std", 0.0)
         super().__init__(state_dim=AGENT_STATE * n, control_dim=AGENT_CONTROL * n, n_agents=n,
                          horizon=horizon, n_steps=n_steps, dtype=dtype, device=device)
         goal = torch.zeros(n, AGENT_STATE, dtype=torch.float64)
@@ -239,7 +228,7 @@ class QuadSwarm(ControlProblem):
         return -self.n_agents * torch.exp(-0.5 * w) * q
 
     def optimal_control(self, t: Time, z: Tensor, p: Tensor, u0: Tensor | None = None,
-                        options: NewtonOptions = NewtonOptions()  # noqa: B008 (base signature)
+                        options: NewtonOptions = DEFAULT_NEWTON
                         ) -> InnerSolution:
         """The closed form (detached, like the base Newton solve); the residual is measured
         relative to ``1 + ‖∇_u H(u0)‖`` (u0 defaults to hover thrust), as for Newton."""
