@@ -2,7 +2,7 @@ import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import torch  # noqa: E402
+import torch
 
 # One intra-op thread: the test workloads are small batched ops that gain nothing from more,
 # results do not depend on the machine's core count, and oversubscribed cores (CI beside other

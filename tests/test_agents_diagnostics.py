@@ -15,14 +15,6 @@ from jfbgym.agents.train import TrainConfig, train
 from jfbgym.cli import main as cli
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("diag") / "quad"

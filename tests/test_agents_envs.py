@@ -14,14 +14,6 @@ from jfbgym.agents.train import TrainConfig, train
 from jfbgym.envs import parallel_env
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class _RecordStart(gym.Wrapper):
     """Keeps the first observation of every episode (SB3 resets on its own, and again at the
     end of an episode)."""

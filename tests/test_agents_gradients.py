@@ -13,14 +13,6 @@ from jfbgym.agents.network import log_cosh
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPU is shared: one thread is faster and steadier here
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("depth", [2, 3, 4])
 def test_costate_matches_autograd(depth: int) -> None:
     torch.manual_seed(depth)

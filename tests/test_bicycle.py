@@ -8,16 +8,13 @@ import math
 
 import pytest
 import torch
+from checks import assert_derivatives_match_autograd
 
 from jfbgym.problems import ControlProblem, make_problem
 from jfbgym.problems.bicycle import MultiBicycle, steering_minimiser
 
 F64 = torch.float64
 LIMIT = math.pi / 2 - 0.25
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.detach() - b.detach()).norm() / b.detach().norm().clamp_min(1e-300))
 
 
 def phi(delta: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -100,15 +97,7 @@ def test_derivatives_match_autograd(n, batch, kwargs):
     prob = make_problem("MultiBicycle", n_agents=n, dtype=F64, target=target, **kwargs)
     t, z, p, u = random_point(prob, batch, seed=10 * n + batch, steering=1.2)
     u[0, 0] = LIMIT  # exactly on the box boundary (one-sided: the inside formula)
-    z, u = z.requires_grad_(), u.requires_grad_()
-    gz, gu = torch.autograd.grad(prob.hamiltonian(t, z, p, u).sum(), (z, u), create_graph=True)
-    assert rel_err(prob.grad_u_hamiltonian(t, z, p, u), gu) < 1e-8
-    assert rel_err(prob.grad_z_hamiltonian(t, z, p, u), gz) < 1e-8
-    v = torch.randn(u.shape, dtype=F64, generator=torch.Generator().manual_seed(1))
-    (hv,) = torch.autograd.grad((gu * v).sum(), u)
-    assert rel_err(prob.hessian_u_matvec(t, z, p, u, v), hv) < 1e-8
-    (gG,) = torch.autograd.grad(prob.terminal_cost(z).sum(), z)
-    assert rel_err(prob.grad_terminal_cost(z), gG) < 1e-8
+    assert_derivatives_match_autograd(prob, t, z, p, u)
 
 
 def test_hessian_solve_is_a_descent_preserving_modification():

@@ -8,15 +8,12 @@ import math
 
 import pytest
 import torch
+from checks import assert_derivatives_match_autograd, rel_err
 
 from jfbgym.problems import consumption, make_problem
 from jfbgym.problems.consumption import ConsumptionSavings, power, utility
 
 F64 = torch.float64
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.detach() - b.detach()).norm() / b.detach().norm().clamp_min(1e-300))
 
 
 def merton(m: int, **kwargs) -> ConsumptionSavings:
@@ -90,17 +87,7 @@ def test_derivatives_match_autograd(m, batch, infeasible):
     prob = make_problem("ConsumptionSavings", n_agents=m, dtype=F64,
                         A=[0.5 + 0.1 * i for i in range(m)], B=0.7, eta=0.8, theta=1.3)
     t, z, p, u = general_point(prob, batch, seed=m + batch, infeasible=infeasible)
-    z, u = z.requires_grad_(), u.requires_grad_()
-    H = prob.hamiltonian(t, z, p, u)
-    assert bool(torch.isfinite(H).all())
-    gz, gu = torch.autograd.grad(H.sum(), (z, u), create_graph=True)
-    assert rel_err(prob.grad_u_hamiltonian(t, z, p, u), gu) < 1e-8
-    assert rel_err(prob.grad_z_hamiltonian(t, z, p, u), gz) < 1e-8
-    v = torch.randn(u.shape, dtype=F64, generator=torch.Generator().manual_seed(1))
-    (hv,) = torch.autograd.grad((gu * v).sum(), u)
-    assert rel_err(prob.hessian_u_matvec(t, z, p, u, v), hv) < 1e-8
-    (gG,) = torch.autograd.grad(prob.terminal_cost(z).sum(), z)
-    assert rel_err(prob.grad_terminal_cost(z), gG) < 1e-8
+    assert_derivatives_match_autograd(prob, t, z, p, u)
 
 
 def test_continuations_are_c2_for_utility_and_c1_for_powers():

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import pickle
-import re
 import subprocess
 import sys
-import warnings
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from checks import assert_only_allowed_warnings
 from gymnasium.utils.env_checker import check_env
 
 import jfbgym  # noqa: F401  (registers the ids)
@@ -31,12 +30,7 @@ ALLOWED_WARNINGS = [
 
 
 def _checked(fn, *args, **kwargs) -> None:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fn(*args, **kwargs)
-    unexpected = [str(w.message) for w in caught
-                  if not any(re.search(p, str(w.message)) for p in ALLOWED_WARNINGS)]
-    assert not unexpected, unexpected
+    assert_only_allowed_warnings(ALLOWED_WARNINGS, fn, *args, **kwargs)
 
 
 def _episode(env: gym.Env, actions: np.ndarray, seed: int) -> tuple[np.ndarray, float, list]:

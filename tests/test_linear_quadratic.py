@@ -46,9 +46,10 @@ def test_continuous_feedback_converges_to_continuous_riccati_at_first_order():
         prob = make_problem("LinearQuadratic", dtype=F64, n_steps=nt)
         Pc = prob.continuous_riccati()
         V = 0.5 * ((x0 @ Pc[0]) * x0).sum(-1)
-        J = prob.objective(
-            lambda t, z: prob.optimal_control(t, z, z @ Pc[round(float(t) / prob.step_size)]).control,
-            x0)
+        def feedback(t, z, prob=prob, Pc=Pc):
+            return prob.optimal_control(t, z, z @ Pc[round(float(t) / prob.step_size)]).control
+
+        J = prob.objective(feedback, x0)
         gaps.append(float(((J - V) / V).abs().mean()))
     assert gaps[1] < 0.35 * gaps[0] and gaps[1] < 5e-3
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pickle
-import re
-import warnings
 
 import numpy as np
 import pytest
 import torch
+from checks import assert_only_allowed_warnings
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
 from pettingzoo.utils.conversions import parallel_to_aec
 
@@ -25,12 +24,7 @@ ALLOWED_WARNINGS = [r"observation space value is -?infinity"]
 
 
 def _checked(fn, *args, **kwargs) -> None:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fn(*args, **kwargs)
-    unexpected = [str(w.message) for w in caught
-                  if not any(re.search(p, str(w.message)) for p in ALLOWED_WARNINGS)]
-    assert not unexpected, unexpected
+    assert_only_allowed_warnings(ALLOWED_WARNINGS, fn, *args, **kwargs)
 
 
 def _make(env_id: str, **extra):

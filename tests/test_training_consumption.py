@@ -4,7 +4,6 @@ optimum; the prior and the network's costate are checked against autograd in flo
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from jfbgym.agents import JFBAgent, ValueNetwork
@@ -13,14 +12,6 @@ from jfbgym.openloop import open_loop_optimum
 from jfbgym.problems.consumption import ConsumptionSavings
 
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPU is shared: one thread is faster and steadier here
-    yield
-    torch.set_num_threads(threads)
 
 
 def _states(problem: ConsumptionSavings) -> torch.Tensor:
