@@ -24,7 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jfbgym", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="jfbgym", description="Learn feedback controllers for high-dimensional optimal "
+        "control with implicit Hamiltonians (JFB-trained value functions).")
     parser.add_argument("--version", action="version",
                         version=f"%(prog)s {importlib.import_module('jfbgym').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -44,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     sub = argparse.ArgumentParser(prog=f"jfbgym {name}", description=COMMANDS[name][1])
     module.add_arguments(sub)
-    return int(module.main(sub.parse_args(rest)) or 0)
+    args = sub.parse_args(rest)
+    try:
+        return int(module.main(args) or 0)
+    except ValueError as err:  # bad input: the message names the argument; no traceback
+        print(f"jfbgym {name}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

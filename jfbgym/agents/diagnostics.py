@@ -149,11 +149,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        rows = diagnose(args.run, args.batch, args.seed, args.max_jacobian, args.out)
-    except ValueError as err:
-        print(f"error: {err}")
-        return 2
+    rows = diagnose(args.run, args.batch, args.seed, args.max_jacobian, args.out)
     for row in rows:
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                         for k, v in row.items()))

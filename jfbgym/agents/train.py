@@ -299,12 +299,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(args)
-        result = train(config)
-    except ValueError as err:
-        print(f"error: {err}")
-        return 2
+    result = train(config_from_args(args))
     last = result.history[-1] if result.history else {}
     print(f"{result.status} after {last.get('iteration', 0)} iterations: "
           f"val cost {last.get('val_cost', float('nan')):.6g}; saved to {result.out}")

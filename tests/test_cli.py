@@ -1,0 +1,30 @@
+"""The ``jfbgym`` command: help everywhere, and bad input as one error line, not a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from jfbgym.cli import COMMANDS, main
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"jfbgym {command}" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_error_line_naming_the_argument(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jfbgym evaluate: error: path:") and "Traceback" not in err
+
+
+def test_module_entry_point_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "jfbgym", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert all(name in out for name in COMMANDS)
