@@ -146,6 +146,11 @@ class ControlProblem(torch.nn.Module):
         """Box on u that the dynamics enforce (``None``: unconstrained)."""
         return None
 
+    def agents(self, x: Tensor) -> Tensor:
+        """(B, N·w) -> (B, N, w) for a state, costate or control (the agent-major layout); a
+        view where x is contiguous."""
+        return x.reshape(x.shape[0], self.n_agents, x.shape[1] // self.n_agents)
+
     def config(self) -> dict:
         """JSON-serialisable keyword arguments that rebuild this problem via ``make_problem``."""
         raise NotImplementedError

@@ -174,9 +174,6 @@ class MultiBicycle(ControlProblem):
         acceleration is O(0.1–1), a unit distance covered in T = 4."""
         low, high = self.control_bounds
         return low.clamp_min(-10.0), high.clamp_max(10.0)
-    def agents(self, x: Tensor, width: int = AGENT_STATE) -> Tensor:
-        """(B, width·N) -> (B, N, width) (agent-major layout)."""
-        return x.reshape(x.shape[0], self.n_agents, width)
 
     def positions(self, z: Tensor) -> Tensor:
         """Bicycle positions (B, N, 2)."""
@@ -185,7 +182,7 @@ class MultiBicycle(ControlProblem):
 
     def _steering_terms(self, z: Tensor, p: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(δ, c = p_ψ v / l, inside-box mask), each (B, N)."""
-        delta = self.agents(u, AGENT_CONTROL)[..., 0]
+        delta = self.agents(u)[..., 0]
         c = self.agents(p)[..., 2] * self.agents(z)[..., 3] / self.wheelbase
         return delta, c, delta.abs() <= self.max_steering
 
@@ -198,7 +195,7 @@ class MultiBicycle(ControlProblem):
     # ---------------------------------------------------------------- the maths
     def dynamics(self, t: Time, z: Tensor, u: Tensor) -> Tensor:
         self.check_inputs(z, u)
-        Z, U = self.agents(z), self.agents(u, AGENT_CONTROL)
+        Z, U = self.agents(z), self.agents(u)
         psi, v = Z[..., 2], Z[..., 3]
         delta = U[..., 0].clamp(-self.max_steering, self.max_steering)
         return torch.stack([v * torch.cos(psi), v * torch.sin(psi),
@@ -229,7 +226,7 @@ class MultiBicycle(ControlProblem):
         self.check_inputs(z, u, p)
         delta, c, inside = self._steering_terms(z, p, u)
         g_delta = delta + torch.where(inside, c / torch.cos(delta) ** 2, torch.zeros_like(c))
-        g_accel = self.agents(u, AGENT_CONTROL)[..., 1] + self.agents(p)[..., 3]
+        g_accel = self.agents(u)[..., 1] + self.agents(p)[..., 3]
         return torch.stack([g_delta, g_accel], dim=-1).reshape(u.shape)
 
     def grad_z_hamiltonian(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
@@ -238,7 +235,7 @@ class MultiBicycle(ControlProblem):
         self.check_inputs(z, u, p)
         Z, P = self.agents(z), self.agents(p)
         psi, v = Z[..., 2], Z[..., 3]
-        delta = self.agents(u, AGENT_CONTROL)[..., 0].clamp(-self.max_steering,
+        delta = self.agents(u)[..., 0].clamp(-self.max_steering,
                                                             self.max_steering)
         cos, sin = torch.cos(psi), torch.sin(psi)
         d_psi = v * (P[..., 1] * cos - P[..., 0] * sin)

@@ -128,10 +128,6 @@ class QuadSwarm(ControlProblem):
                 "horizon": self.horizon, "n_steps": self.n_steps}
 
     # ------------------------------------------------------------------ layout
-    def agents(self, x: Tensor, width: int = AGENT_STATE) -> Tensor:
-        """(B, width·N) -> (B, N, width), a view where x is contiguous (agent-major layout)."""
-        return x.reshape(x.shape[0], self.n_agents, width)
-
     def positions(self, z: Tensor) -> Tensor:
         """Drone positions (B, N, 3)."""
         self.check_inputs(z)
@@ -151,7 +147,7 @@ class QuadSwarm(ControlProblem):
     # ---------------------------------------------------------------- the maths
     def dynamics(self, t: Time, z: Tensor, u: Tensor) -> Tensor:
         self.check_inputs(z, u)
-        Z, U = self.agents(z), self.agents(u, AGENT_CONTROL)
+        Z, U = self.agents(z), self.agents(u)
         d, _ = thrust_direction(Z[..., 3:6])
         accel = U[..., :1] / self.mass * d - self.gravity * self._e_z
         return torch.cat([Z[..., 6:12], accel, U[..., 1:]], dim=-1).reshape(z.shape)
@@ -183,7 +179,7 @@ class QuadSwarm(ControlProblem):
     def grad_z_hamiltonian(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
         """Per agent: (α_int ∇_{q_i}W, (u₁/m)(∂d/∂angles)ᵀp_v, p_q, p_angles)."""
         self.check_inputs(z, u, p)
-        Z, P, U = self.agents(z), self.agents(p), self.agents(u, AGENT_CONTROL)
+        Z, P, U = self.agents(z), self.agents(p), self.agents(u)
         _, J = thrust_direction(Z[..., 3:6], jacobian=True)
         angles = U[..., :1] / self.mass * (J * P[..., 6:9].unsqueeze(-1)).sum(-2)
         if self.alpha_int:
