@@ -48,33 +48,6 @@ class InnerLog:
                 "unconverged": sum(s.unconverged for s in self.steps)}
 
 
-class _RunningCost(torch.autograd.Function):
-    """L(t, z, u) with the problem's analytic gradients ∇_z L = ∇_z H(t, z, 0, u) and
-    ∇_u L = ∇_u H(t, z, 0, u) (H = L + pᵀf at p = 0): only z and u are saved for backward."""
-
-    @staticmethod
-    def forward(ctx, z: Tensor, u: Tensor, problem: ControlProblem, t: Time) -> Tensor:
-        ctx.save_for_backward(z, u)
-        ctx.problem, ctx.t = problem, t
-        return problem.running_cost(t, z, u)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        z, u = ctx.saved_tensors
-        problem, t, g = ctx.problem, ctx.t, grad.unsqueeze(-1)
-        zero = torch.zeros_like(z)
-        gz = g * problem.grad_z_hamiltonian(t, z, zero, u) if ctx.needs_input_grad[0] else None
-        gu = g * problem.grad_u_hamiltonian(t, z, zero, u) if ctx.needs_input_grad[1] else None
-        return gz, gu, None, None
-
-
-def running_cost(problem: ControlProblem, t: Time, z: Tensor, u: Tensor) -> Tensor:
-    """L(t, z, u), shape (B,); differentiable once, through the analytic gradients."""
-    if torch.is_grad_enabled() and (z.requires_grad or u.requires_grad):
-        return _RunningCost.apply(z, u, problem, t)
-    return problem.running_cost(t, z, u)
-
-
 def prior_of(problem: ControlProblem):
     """The problem's ``value_prior`` when its class supplies one, else None (learn from
     scratch: the base method only says "none")."""
@@ -210,25 +183,8 @@ class JFBAgent:
 
     def rollout(self, x0: Tensor, grad: str | None = None,
                 log: InnerLog | None = None) -> Trajectory:
-        """The closed-loop trajectory from ``x0`` (differentiable when ``grad`` is given).
-
-        The same Euler loop as ``problem.rollout``, except that the running cost is
-        differentiated analytically (``running_cost``), which keeps the O(B·N²) interaction
-        intermediates out of the autograd graph.
-        """
-        problem = self.problem
-        problem.check_batch(x0, "x0", problem.state_dim)
-        policy, times, h = self.feedback(grad, log), problem.times(), problem.step_size
-        z, states, controls, costs = x0, [x0], [], []
-        for k in range(problem.n_steps):
-            t = times[k]
-            u = policy(t, z)
-            costs.append(h * running_cost(problem, t, z, u))
-            z = problem.step(t, z, u)
-            states.append(z)
-            controls.append(u)
-        return Trajectory(times, torch.stack(states, 1), torch.stack(controls, 1),
-                          torch.stack(costs, 1), problem.terminal_cost(z))
+        """The closed-loop trajectory from ``x0`` (differentiable when ``grad`` is given)."""
+        return self.problem.rollout(self.feedback(grad, log), x0)
 
     def objective(self, x0: Tensor, grad: str | None = None,
                   log: InnerLog | None = None) -> Tensor:

