@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,9 @@ from jfbgym.envs.registry import problem_for_env, strip_namespace
 from jfbgym.evaluation import (
     HELD_OUT_SEED,
     Evaluation,
-    evaluate,
     format_table,
     held_out_states,
-    open_loop_reference,
+    score_methods,
 )
 from jfbgym.problems.base import positive_float, positive_int, require
 
@@ -99,17 +97,9 @@ def compare(config: CompareConfig, progress: bool = False) -> list[Evaluation]:
     refs = references(problem)
     methods += [(name, policy, None, problem) for name, policy in refs.items()]
     x0 = held_out_states(problem, config.episodes)
-    reference, optimum, seconds = None, [], 0.0
-    if config.openloop_iters > 0:
-        start = time.perf_counter()
-        reference = open_loop_reference(problem, x0, [agent, *list(refs.values())[1:]],
-                                        max_iters=config.openloop_iters)
-        seconds = time.perf_counter() - start
-        optimum = [Evaluation("open-loop optimum", reference.cost, 0.0, float("nan"))]
-    rows = [evaluate(policy, where, x0=x0, name=name, reference=reference,
-                     env_kwargs=config.env_kwargs if isinstance(where, str) else None,
-                     train_seconds=seconds)
-            for name, policy, seconds, where in methods] + optimum
+    rows, reference, seconds = score_methods(methods, problem, x0, config.openloop_iters,
+                                             [agent, *list(refs.values())[1:]],
+                                             config.env_kwargs)
     policies = {name: policy for name, policy, _, _ in methods}
     write_tables(rows, out, env_id, config, reference, seconds)
     plot_comparison(rows, out / "comparison.png")

@@ -49,13 +49,7 @@ def run(args: argparse.Namespace) -> int:
     """The demo itself (``main`` only scopes the thread setting)."""
     from jfbgym.agents.train import TrainConfig, train
     from jfbgym.baselines import references
-    from jfbgym.evaluation import (
-        Evaluation,
-        evaluate,
-        format_table,
-        held_out_states,
-        open_loop_reference,
-    )
+    from jfbgym.evaluation import format_table, held_out_states, score_methods
     from jfbgym.render import plot_training, plot_trajectories, render_video
     from jfbgym.rollout import rollout
 
@@ -66,15 +60,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"JFB on {ENV_ID}: {result.status} after {len(history)} iterations, {seconds:.0f} s")
     problem = agent.problem
     x0 = held_out_states(problem, args.episodes)
-    policies = {"JFB": agent, **references(problem)}
-    reference, optimum = None, []
-    if args.openloop_iters > 0:
-        reference = open_loop_reference(problem, x0, [agent, policies["heuristic (hover PD)"]],
-                                        max_iters=args.openloop_iters)
-        optimum = [Evaluation("open-loop optimum", reference.cost, 0.0, float("nan"))]
-    rows = [evaluate(p, problem, x0=x0, name=n, reference=reference,
-                     train_seconds=seconds if n == "JFB" else None)
-            for n, p in policies.items()] + optimum
+    refs = references(problem)
+    policies = {"JFB": agent, **refs}
+    methods = [("JFB", agent, seconds, problem)] + [(n, p, None, problem) for n, p in refs.items()]
+    rows, reference, _ = score_methods(methods, problem, x0, args.openloop_iters,
+                                       [agent, *list(refs.values())[1:]])
 
     videos = Path(args.videos)
     video = render_video(agent, ENV_ID, videos / "quadswarm_jfb.mp4", seed=args.seed,

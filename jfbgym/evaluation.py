@@ -118,6 +118,30 @@ def open_loop_reference(problem: ControlProblem, x0: Tensor, warm_starts: Sequen
     return open_loop_optimum(problem, x0, init=starts, tol=tol, max_iters=max_iters)
 
 
+def score_methods(methods: Sequence[tuple[str, Any, float | None, Any]], problem: ControlProblem,
+                  x0: Tensor, openloop_iters: int = 0, warm_starts: Sequence[Any] = (),
+                  env_kwargs: dict | None = None
+                  ) -> tuple[list[Evaluation], OpenLoopResult | None, float]:
+    """Every method on the same states ``x0``, for a table: (rows, J* reference, its seconds).
+
+    ``methods``: (name, policy, training seconds or None, where it runs: ``problem``, or an env
+    id for policies that act through the env, which get ``env_kwargs``). With
+    ``openloop_iters`` > 0 the open-loop optimum, warm-started from ``warm_starts``, gives every
+    row its gap and is appended as the last row.
+    """
+    reference, optimum, seconds = None, [], 0.0
+    if openloop_iters > 0:
+        start = time.perf_counter()
+        reference = open_loop_reference(problem, x0, warm_starts, max_iters=openloop_iters)
+        seconds = time.perf_counter() - start
+        optimum = [Evaluation("open-loop optimum", reference.cost, 0.0, float("nan"))]
+    rows = [evaluate(policy, where, x0=x0, name=name, reference=reference,
+                     env_kwargs=env_kwargs if isinstance(where, str) else None,
+                     train_seconds=train_seconds)
+            for name, policy, train_seconds, where in methods]
+    return rows + optimum, reference, seconds
+
+
 def _percent(gap: float | None) -> str:
     if gap is None:
         return "—"
