@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -21,6 +23,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "baseline": ("jfbgym.baselines", "train a Stable-Baselines3 PPO/SAC baseline on a budget"),
     "compare": ("jfbgym.compare", "JFB vs PPO vs SAC vs references under one budget"),
 }
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--threads``, for subcommands that run training and evaluation in-process."""
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: small batched networks gain nothing from more, "
+                             "and oversubscribed cores make BLAS threads spin: seen 100x slower)")
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` inside the block, restored after it."""
+    import torch
+
+    from jfbgym.problems.base import positive_int
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(positive_int(n, "threads"))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from jfbgym.cli import add_threads_argument, torch_threads
 from jfbgym.envs.registry import problem_for_env, strip_namespace
 from jfbgym.evaluation import (
     HELD_OUT_SEED,
@@ -148,25 +147,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--openloop-iters", type=int, default=500,
                         help="L-BFGS iterations per warm start (0: skip the optimum)")
     parser.add_argument("--out", default=None, help="default runs/compare-<env>")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1: small batched networks gain nothing from more, "
-                             "and oversubscribed cores make BLAS threads spin: seen 100x slower)")
+    add_threads_argument(parser)
     parser.add_argument("--no-video", action="store_true")
 
 
 def main(args: argparse.Namespace) -> int:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(positive_int(args.threads, "threads"))
     algos = tuple(a for a in args.algos.split(",") if a)
     config = CompareConfig(args.env_id, args.minutes, args.rl_factor, algos, args.episodes,
                            args.seed, args.env_kwargs, args.iters, args.batch,
                            args.openloop_iters,
                            args.out or f"runs/compare-{strip_namespace(args.env_id)}",
                            not args.no_video)
-    try:
+    with torch_threads(args.threads):
         rows = compare(config, progress=True)
-    finally:
-        torch.set_num_threads(previous)
     print(format_table(rows))
     print(f"written to {config.out}")
     return 0

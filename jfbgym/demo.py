@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from jfbgym.problems.base import positive_int
+from jfbgym.cli import add_threads_argument, torch_threads
 
 ENV_ID = "QuadSwarm-v0"
 
@@ -30,19 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="the training run directory")
     parser.add_argument("--videos", default="videos", help="where the mp4 and png go")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1: small batched networks gain nothing from more, "
-                             "and oversubscribed cores make BLAS threads spin: seen 100x slower)")
+    add_threads_argument(parser)
     parser.add_argument("--stride", type=int, default=2, help="video: draw every stride-th step")
 
 
 def main(args: argparse.Namespace) -> int:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(positive_int(args.threads, "threads"))
-    try:
+    with torch_threads(args.threads):
         return run(args)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run(args: argparse.Namespace) -> int:
