@@ -101,14 +101,14 @@ def gradient_iteration(problem: ControlProblem, t: Time, z: Tensor, p: Tensor, u
     Runs under whatever grad mode the caller set: under ``torch.no_grad`` it is the forward
     solver, with grad enabled (and z, p attached) it is the ``unrolled`` baseline.
     """
-    tol = options.tol if options.tol is not None else problem.default_tol()
+    tol = _tol(problem, options)
     u = problem.project_control(u0)
     g = problem.grad_u_hamiltonian(t, z, p, u)
     scale = 1.0 + g.detach().norm(dim=-1)
     v = None
     it = 0
     while True:
-        res = (u - problem.project_control(u - g)).detach().norm(dim=-1) / scale
+        res = problem.projected_gradient_norm(u.detach(), g.detach()) / scale
         if it >= options.max_iters or bool(res.max() <= tol):
             break
         if options.alpha is None:

@@ -265,14 +265,15 @@ class ControlProblem(torch.nn.Module):
 
     def stationarity_residual(self, t: Time, z: Tensor, p: Tensor, u: Tensor,
                               scale: Tensor | None = None) -> Tensor:
-        """Per-sample ‖u − Π(u − ∇_u H)‖ / scale: zero exactly at (box-)stationary points.
-
-        Without a box this is ‖∇_u H‖ itself (u − (u − g) would round g away when |u| ≫ |g|).
-        """
-        g = self.grad_u_hamiltonian(t, z, p, u)
-        r = g if self.control_bounds is None else u - self.project_control(u - g)
-        r = r.norm(dim=-1)
+        """Per-sample ‖u − Π(u − ∇_u H)‖ / scale: zero exactly at (box-)stationary points."""
+        r = self.projected_gradient_norm(u, self.grad_u_hamiltonian(t, z, p, u))
         return r if scale is None else r / scale
+
+    def projected_gradient_norm(self, u: Tensor, g: Tensor) -> Tensor:
+        """Per-sample ‖u − Π(u − g)‖ for a gradient g already at hand; without a box this is
+        ‖g‖ itself (u − (u − g) would round g away when |u| ≫ |g|)."""
+        r = g if self.control_bounds is None else u - self.project_control(u - g)
+        return r.norm(dim=-1)
 
     def optimal_control(self, t: Time, z: Tensor, p: Tensor, u0: Tensor | None = None,
                         options: NewtonOptions = DEFAULT_NEWTON) -> InnerSolution:
