@@ -89,26 +89,26 @@ class ValueNetwork(nn.Module):
                 f"a scalar or {z.shape[0]} times", tuple(t.shape))
         return torch.cat([z, t.reshape(-1, 1).expand(z.shape[0], 1)], dim=1)
 
+    def _sweep(self, s: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+        """The forward pass: (pre-activations of every layer, Ψ (B,), As (B, rank))."""
+        pre = [self.opening(s)]
+        u = log_cosh(pre[0])
+        for layer in self.layers:
+            pre.append(layer(u))
+            u = u + self.h * log_cosh(pre[-1])
+        As = s @ self.A.T
+        return pre, u @ self.w + 0.5 * (As * As).sum(-1) + s @ self.c, As
+
     def forward(self, t: float | Tensor, z: Tensor) -> Tensor:
         """Φ(t, z), shape (B,)."""
-        s = self._inputs(t, z)
-        u = log_cosh(self.opening(s))
-        for layer in self.layers:
-            u = u + self.h * log_cosh(layer(u))
-        As = s @ self.A.T
-        psi = u @ self.w + 0.5 * (As * As).sum(-1) + s @ self.c
+        _, psi, _ = self._sweep(self._inputs(t, z))
         prior = self._prior(t, z)
         return psi if prior is None else prior[0] * (1.0 + self.correction_scale * psi)
 
     def grad_z(self, t: float | Tensor, z: Tensor) -> Tensor:
         """p = ∇_zΦ(t, z), shape (B, n), by an explicit reverse sweep (differentiable in θ)."""
         s = self._inputs(t, z)
-        pre = [self.opening(s)]
-        u = log_cosh(pre[0])
-        As = s @ self.A.T
-        for layer in self.layers:
-            pre.append(layer(u))
-            u = u + self.h * log_cosh(pre[-1])
+        pre, psi, As = self._sweep(s)
         v = self.w.expand(s.shape[0], -1)
         for layer, a in zip(reversed(self.layers), reversed(pre[1:])):
             v = v + self.h * (torch.tanh(a) * v) @ layer.weight
@@ -117,8 +117,7 @@ class ValueNetwork(nn.Module):
         prior = self._prior(t, z)
         if prior is None:
             return grad
-        psi = self.correction_scale * (u @ self.w + 0.5 * (As * As).sum(-1) + s @ self.c)
-        return prior[1] * (1.0 + psi).unsqueeze(-1) \
+        return prior[1] * (1.0 + self.correction_scale * psi).unsqueeze(-1) \
             + (self.correction_scale * prior[0]).unsqueeze(-1) * grad
 
     def _prior(self, t: float | Tensor, z: Tensor) -> tuple[Tensor, Tensor] | None:
