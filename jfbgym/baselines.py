@@ -1,9 +1,10 @@
 """What a user would otherwise use: non-learning references and Stable-Baselines3 PPO/SAC.
 
-References are honest, simple controllers, named for what they are: zero control, and one
-hand-written heuristic per problem (a cascaded PD hover/position controller for quadrotors, a
-steer-toward-the-target law for bicycles, a fixed consumption rate for ConsumptionSavings).
-They are batched torch feedbacks ``(t, z) -> u`` with an SB3-style ``predict`` as well.
+References are honest, simple controllers, named for what they are: zero control, and the
+problem's own hand-written heuristic (``ControlProblem.heuristic``: a cascaded PD hover/position
+controller for quadrotors, a steer-toward-the-target law for bicycles, a fixed consumption rate
+for ConsumptionSavings). They are batched torch feedbacks ``(t, z) -> u`` with an SB3-style
+``predict`` as well (``jfbgym.problems.feedback``).
 
 PPO and SAC (the optional ``rl`` extra, imported only when used) train on the same Gymnasium env
 under a wall-clock budget enforced by an SB3 callback, and are saved as SB3 zip files with a
@@ -13,154 +14,28 @@ baselines you trained yourself.
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from jfbgym.envs.registry import problem_for_env, strip_namespace
-from jfbgym.problems.base import ControlProblem, positive_float, require
+from jfbgym.problems import problem_for_env, strip_namespace
+from jfbgym.problems.base import ControlProblem
+from jfbgym.problems.feedback import FeedbackLaw, ZeroControl
+from jfbgym.validation import positive_float, require
 
 # ----------------------------------------------------------------- references
 
 
-class FeedbackReference:
-    """A batched torch feedback with SB3's ``predict`` on observations ``concat(z, t)``."""
-
-    label = "reference"
-
-    def __init__(self, problem: ControlProblem) -> None:
-        self.problem = problem
-
-    def __call__(self, t: Tensor | float, z: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def control(self, t: Tensor | float, z: Tensor) -> Tensor:
-        return self(t, z)
-
-    def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
-                deterministic: bool = True) -> tuple[np.ndarray, None]:
-        obs = np.asarray(observation, dtype=np.float64)
-        single = obs.ndim == 1
-        obs = obs.reshape(-1, self.problem.state_dim + 1)
-        z = torch.as_tensor(obs[:, :-1], dtype=self.problem.dtype, device=self.problem.device)
-        t = torch.as_tensor(obs[:, -1], dtype=self.problem.dtype, device=self.problem.device)
-        with torch.no_grad():
-            u = self(t, z).cpu().numpy().astype(np.float32)
-        return (u[0] if single else u), None
-
-
-class ZeroControl(FeedbackReference):
-    """u = 0: what the system does if left alone."""
-
-    label = "zero control"
-
-    def __call__(self, t: Tensor | float, z: Tensor) -> Tensor:
-        return torch.zeros(z.shape[0], self.problem.control_dim, dtype=z.dtype, device=z.device)
-
-
-class HoverPD(FeedbackReference):
-    """Cascaded PD quadrotor controller: a critically damped position loop asks for an
-    acceleration, thrust and pitch/roll set-points deliver it (small-angle, yaw held at 0),
-    and a faster PD attitude loop commands the angular accelerations."""
-
-    label = "heuristic (hover PD)"
-
-    def __init__(self, problem: ControlProblem, omega: float = 0.6, omega_att: float = 2.0,
-                 max_tilt: float = 0.6) -> None:
-        super().__init__(problem)
-        self.max_tilt = positive_float(max_tilt, "max_tilt")
-        cfg = problem.config()
-        self.mass, self.gravity = float(cfg["mass"]), float(cfg["gravity"])
-        self.kp, self.kd = omega ** 2, 2 * omega
-        self.ka, self.kw = omega_att ** 2, 2 * omega_att
-        targets = getattr(problem, "targets_state", None)
-        if targets is None:
-            targets = torch.zeros(problem.n_agents, 12, dtype=problem.dtype)
-            targets[:, :3] = torch.as_tensor(cfg.get("target", (2.0, 2.0, 2.0)))
-        self.targets = torch.as_tensor(targets).reshape(problem.n_agents, 12)
-
-    def __call__(self, t: Tensor | float, z: Tensor) -> Tensor:
-        s = z.view(z.shape[0], self.problem.n_agents, 12)
-        tgt = self.targets.to(dtype=z.dtype, device=z.device)
-        q, ang, v, w = s[..., 0:3], s[..., 3:6], s[..., 6:9], s[..., 9:12]
-        acc = self.kp * (tgt[:, 0:3] - q) - self.kd * v
-        up = (acc[..., 2] + self.gravity).clamp_min(0.1 * self.gravity)
-        theta_des = torch.atan2(acc[..., 0], up).clamp(-self.max_tilt, self.max_tilt)
-        phi_des = (-torch.atan2(acc[..., 1], up)).clamp(-self.max_tilt, self.max_tilt)
-        psi, theta, phi = ang.unbind(-1)
-        thrust = self.mass * up / (torch.cos(theta) * torch.cos(phi)).clamp_min(0.5)
-        u = torch.stack([thrust,
-                         -self.ka * psi - self.kw * w[..., 0],
-                         self.ka * (theta_des - theta) - self.kw * w[..., 1],
-                         self.ka * (phi_des - phi) - self.kw * w[..., 2]], dim=-1)
-        return u.reshape(z.shape[0], -1)
-
-
-class SteerToTarget(FeedbackReference):
-    """Kinematic bicycle law: turn toward the target at a yaw rate proportional to the heading
-    error (steering from ψ̇ = v tan δ / l, clamped to the limit) and track the speed that
-    would cover the remaining distance by the horizon."""
-
-    label = "heuristic (steer to target)"
-
-    def __init__(self, problem: ControlProblem, k_heading: float = 2.0, k_speed: float = 2.0
-                 ) -> None:
-        super().__init__(problem)
-        cfg = problem.config()
-        self.length = float(cfg.get("length", cfg.get("wheelbase", 0.05)))
-        self.target = torch.as_tensor(cfg.get("target", (1.0, 1.0)), dtype=torch.float64)
-        bounds = problem.control_bounds
-        self.limit = float(bounds[1][0]) if bounds is not None else math.pi / 2 - 0.25
-        self.k_heading, self.k_speed = k_heading, k_speed
-
-    def __call__(self, t: Tensor | float, z: Tensor) -> Tensor:
-        s = z.view(z.shape[0], self.problem.n_agents, 4)
-        x, y, psi, v = s.unbind(-1)
-        tgt = self.target.to(dtype=z.dtype, device=z.device)
-        dx, dy = tgt[0] - x, tgt[1] - y
-        err = torch.remainder(torch.atan2(dy, dx) - psi + math.pi, 2 * math.pi) - math.pi
-        speed = v.abs().clamp_min(0.05)
-        delta = torch.atan(self.length * self.k_heading * err / speed).clamp(-self.limit,
-                                                                              self.limit)
-        remaining = torch.as_tensor(self.problem.horizon - t, dtype=z.dtype, device=z.device)
-        v_des = torch.hypot(dx, dy) / remaining.clamp_min(self.problem.step_size).reshape(-1, 1)
-        accel = self.k_speed * (v_des - v)
-        return torch.stack([delta, accel], dim=-1).reshape(z.shape[0], -1)
-
-
-class FixedConsumptionRate(FeedbackReference):
-    """Consume a fixed fraction ``rate`` of wealth per unit time, split evenly over the goods,
-    on top of each good's habit level: u_i = h_i + rate·max(x, 0)/m."""
-
-    label = "heuristic (fixed consumption rate)"
-
-    def __init__(self, problem: ControlProblem, rate: float = 1.0) -> None:
-        super().__init__(problem)
-        self.rate = positive_float(rate, "rate")
-
-    def __call__(self, t: Tensor | float, z: Tensor) -> Tensor:
-        wealth, habits = z[:, :1], z[:, 1:]
-        return habits + self.rate * wealth.clamp_min(0.0) / habits.shape[1]
-
-
-HEURISTICS: dict[str, type[FeedbackReference]] = {
-    "QuadSwarm": HoverPD, "MultiBicycle": SteerToTarget, "ConsumptionSavings": FixedConsumptionRate,
-}
-
-
-def references(problem: ControlProblem) -> dict[str, FeedbackReference]:
+def references(problem: ControlProblem) -> dict[str, FeedbackLaw]:
     """Zero control and the problem's heuristic (if it has one), keyed by their labels."""
-    refs: list[FeedbackReference] = [ZeroControl(problem)]
-    if problem.name in HEURISTICS:
-        refs.append(HEURISTICS[problem.name](problem))
+    refs: list[FeedbackLaw] = [ZeroControl(problem)]
+    heuristic = problem.heuristic()
+    if heuristic is not None:
+        refs.append(heuristic)
     return {r.label: r for r in refs}
 
 
@@ -261,31 +136,3 @@ def load_baseline(path: str | Path) -> tuple[Any, BaselineRun]:
     sb3 = _sb3()
     cls = sb3.PPO if run.algo == "ppo" else sb3.SAC
     return cls.load(path / "model.zip", device="cpu"), run
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("env_id", help="a registered env id, e.g. QuadSwarm-v0")
-    parser.add_argument("--algo", choices=ALGOS, default="ppo")
-    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget")
-    parser.add_argument("--out", default=None, help="directory for model.zip + baseline.json")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--env-kwargs", type=json.loads, default={},
-                        help="problem overrides as JSON, e.g. '{\"n_agents\": 2}'")
-    parser.add_argument("--episodes", type=int, default=100, help="held-out states to evaluate")
-
-
-def main(args: argparse.Namespace) -> int:
-    from jfbgym.evaluation import evaluate, format_table
-
-    out = args.out if args.out is not None else f"runs/{args.algo}-{strip_namespace(args.env_id)}"
-    model, run = train_baseline(args.env_id, args.algo, args.minutes, out, args.seed,
-                                args.env_kwargs, verbose=1)
-    print(f"trained {args.algo.upper()} for {run.train_seconds:.1f} s "
-          f"({run.timesteps} env steps), saved to {out}")
-    problem = problem_for_env(args.env_id, **args.env_kwargs)
-    rows = [evaluate(model, args.env_id, n_episodes=args.episodes, name=args.algo.upper(),
-                     env_kwargs=args.env_kwargs, train_seconds=run.train_seconds)]
-    rows += [evaluate(p, problem, n_episodes=args.episodes, name=n)
-             for n, p in references(problem).items()]
-    print(format_table(rows))
-    return 0

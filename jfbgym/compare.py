@@ -13,15 +13,12 @@ the env step).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jfbgym.cli import add_threads_argument, torch_threads
-from jfbgym.envs.registry import problem_for_env, strip_namespace
 from jfbgym.evaluation import (
     HELD_OUT_SEED,
     Evaluation,
@@ -29,7 +26,8 @@ from jfbgym.evaluation import (
     held_out_states,
     score_methods,
 )
-from jfbgym.problems.base import positive_float, positive_int, require
+from jfbgym.problems import problem_for_env, strip_namespace
+from jfbgym.validation import positive_float, positive_int, require
 
 
 @dataclass
@@ -131,35 +129,3 @@ def write_tables(rows: list[Evaluation], out: Path, env_id: str, config: Compare
     (out / "results.json").write_text(json.dumps(
         {"env_id": env_id, "config": {**config.__dict__, "algos": list(config.algos)},
          "rows": [r.row() for r in rows], "note": note}, indent=2))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("env_id", help="a registered env id, e.g. QuadSwarm-v0")
-    parser.add_argument("--minutes", type=float, default=10.0, help="JFB wall-clock budget")
-    parser.add_argument("--rl-factor", type=float, default=1.0,
-                        help="PPO/SAC budget as a multiple of --minutes (10: ten times JFB's)")
-    parser.add_argument("--algos", default="ppo,sac", help="comma-separated subset of ppo,sac")
-    parser.add_argument("--episodes", type=int, default=100, help="held-out states")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--env-kwargs", type=json.loads, default={}, metavar="JSON")
-    parser.add_argument("--iters", type=int, default=1_000_000, help="JFB iteration cap")
-    parser.add_argument("--batch", type=int, default=50, help="JFB minibatch")
-    parser.add_argument("--openloop-iters", type=int, default=500,
-                        help="L-BFGS iterations per warm start (0: skip the optimum)")
-    parser.add_argument("--out", default=None, help="default runs/compare-<env>")
-    add_threads_argument(parser)
-    parser.add_argument("--no-video", action="store_true")
-
-
-def main(args: argparse.Namespace) -> int:
-    algos = tuple(a for a in args.algos.split(",") if a)
-    config = CompareConfig(args.env_id, args.minutes, args.rl_factor, algos, args.episodes,
-                           args.seed, args.env_kwargs, args.iters, args.batch,
-                           args.openloop_iters,
-                           args.out or f"runs/compare-{strip_namespace(args.env_id)}",
-                           not args.no_video)
-    with torch_threads(args.threads):
-        rows = compare(config, progress=True)
-    print(format_table(rows))
-    print(f"written to {config.out}")
-    return 0

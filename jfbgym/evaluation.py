@@ -11,7 +11,6 @@ batch (policy plus dynamics), as the user would run it.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Sequence
@@ -23,8 +22,9 @@ import torch
 from torch import Tensor
 
 from jfbgym.openloop import OpenLoopResult, open_loop_optimum
-from jfbgym.problems.base import ControlProblem, positive_int, require
+from jfbgym.problems.base import ControlProblem
 from jfbgym.rollout import feedback_of, initial_states, resolve_problem, rollout
+from jfbgym.validation import positive_int, require
 
 HELD_OUT_SEED = 2_718_281  # never a training seed: training draws from its own generator
 Z95 = 1.959963984540054
@@ -169,33 +169,3 @@ def format_table(rows: Sequence[Evaluation], markdown: bool = True) -> str:
         out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     out += [fmt(r) for r in lines]
     return "\n".join(out)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="a training run directory (checkpoint + config JSON)")
-    parser.add_argument("--episodes", type=int, default=100, help="held-out initial states")
-    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="held-out set seed")
-    parser.add_argument("--no-openloop", action="store_true",
-                        help="skip the open-loop optimum (and so the optimality gap)")
-    parser.add_argument("--openloop-iters", type=int, default=500,
-                        help="L-BFGS iterations per warm start of the open-loop optimum")
-
-
-def main(args: argparse.Namespace) -> int:
-    from jfbgym.agents import JFBAgent
-    from jfbgym.baselines import references
-
-    agent = JFBAgent.load(args.run_dir)
-    problem = agent.problem
-    x0 = held_out_states(problem, args.episodes, args.seed)
-    policies = {"JFB": agent, **references(problem)}
-    ref = None
-    if not args.no_openloop:
-        ref = open_loop_reference(problem, x0, warm_starts=list(policies.values()),
-                                  max_iters=args.openloop_iters)
-    rows = [evaluate(p, problem, x0=x0, reference=ref, name=n) for n, p in policies.items()]
-    if ref is not None:
-        rows.append(Evaluation("open-loop optimum", ref.cost, 0.0, float("nan")))
-    print(f"{agent.env_id}: {x0.shape[0]} held-out states (seed {args.seed})")
-    print(format_table(rows))
-    return 0

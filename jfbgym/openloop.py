@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from jfbgym.problems.base import ControlProblem, positive_float, positive_int, require
+from jfbgym.problems.base import ControlProblem
+from jfbgym.validation import positive_float, positive_int, require
 
 Start = Tensor | Callable[[Tensor, Tensor], Tensor]
 

@@ -8,7 +8,6 @@ matplotlib on private Agg figures (headless, no global pyplot state).
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,8 +17,10 @@ import numpy as np
 import torch
 
 from jfbgym.envs.rendering import FRAME_SIZE, render_frame
-from jfbgym.problems.base import ControlProblem, Trajectory, positive_int, require
+from jfbgym.figures import agg_figure, save, to_rgb
+from jfbgym.problems.base import ControlProblem, Trajectory
 from jfbgym.rollout import initial_states, resolve_problem, rollout
+from jfbgym.validation import positive_int, require
 
 FPS = 20
 
@@ -70,14 +71,9 @@ def render_video(policy: Any, env_id: str, path: str | Path | None = None, seed:
 
 def _label(text: str, width: int, height: int = 28) -> np.ndarray:
     """A white strip with ``text`` centred, (height, width, 3) uint8."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width / 80, height / 80), dpi=80)
-    FigureCanvasAgg(fig)
+    fig = agg_figure(width / 80, height / 80, 80)
     fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=12)
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    return to_rgb(fig)
 
 
 def render_side_by_side(policies: Mapping[str, Any], env_id: str, path: str | Path,
@@ -100,30 +96,13 @@ def render_side_by_side(policies: Mapping[str, Any], env_id: str, path: str | Pa
 # ------------------------------------------------------------------- figures
 
 
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
-
-
 def plot_trajectories(problem: ControlProblem, trajectories: Mapping[str, Trajectory],
                       path: str | Path, index: int = 0) -> Path:
     """Per method: the problem's picture of sample ``index``'s whole trajectory; below, the
     cumulative cost and the control norm against time (means over the batch)."""
     require(len(trajectories) >= 1, "trajectories", "at least one", trajectories)
     k = len(trajectories)
-    fig = _figure(3.2 * max(k, 2), 6.4)
+    fig = agg_figure(3.2 * max(k, 2), 6.4)
     grid = fig.add_gridspec(2, max(k, 2))
     for i, (name, traj) in enumerate(trajectories.items()):
         ax = fig.add_subplot(grid[0, i])
@@ -143,7 +122,7 @@ def plot_trajectories(problem: ControlProblem, trajectories: Mapping[str, Trajec
     cost_ax.legend(fontsize=8)
     ctrl_ax.set_xlabel("t")
     ctrl_ax.set_ylabel("‖u‖ (mean)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def training_history(run_dir: str | Path) -> list[dict]:
@@ -157,7 +136,7 @@ def plot_training(curves: Mapping[str, Sequence[tuple[float, float]]], path: str
                   reference: float | None = None) -> Path:
     """Cost against wall-clock seconds for each method (``name -> [(seconds, cost), ...]``),
     with the open-loop optimum as a dashed line when given."""
-    fig = _figure(6.0, 4.0)
+    fig = agg_figure(6.0, 4.0)
     ax = fig.add_subplot()
     for name, points in curves.items():
         if len(points):
@@ -170,13 +149,13 @@ def plot_training(curves: Mapping[str, Sequence[tuple[float, float]]], path: str
     if all(y > 0 for pts in curves.values() for _, y in pts):
         ax.set_yscale("log")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_comparison(rows: Sequence[Any], path: str | Path) -> Path:
     """Bar chart of mean J ± 95% CI per method (``jfbgym.evaluation.Evaluation`` rows)."""
     require(len(rows) >= 1, "rows", "at least one evaluation", rows)
-    fig = _figure(1.4 * len(rows) + 2.0, 4.0)
+    fig = agg_figure(1.4 * len(rows) + 2.0, 4.0)
     ax = fig.add_subplot()
     means = [r.mean for r in rows]
     errs = [0.0 if not np.isfinite(r.ci95) else r.ci95 for r in rows]
@@ -187,52 +166,4 @@ def plot_comparison(rows: Sequence[Any], path: str | Path) -> Path:
     finite = [m for m in means if np.isfinite(m)]
     if finite and min(finite) > 0 and max(finite) / min(finite) > 50:
         ax.set_yscale("log")
-    return _save(fig, path)
-
-
-# ----------------------------------------------------------------------- CLI
-
-
-def load_policy(run_dir: str | Path) -> tuple[Any, str, dict]:
-    """(policy, env id, env kwargs) of a JFB run directory or an SB3 baseline directory."""
-    run_dir = Path(run_dir)
-    if (run_dir / "baseline.json").is_file():
-        from jfbgym.baselines import load_baseline
-
-        model, run = load_baseline(run_dir)
-        return model, run.env_id, run.env_kwargs
-    from jfbgym.agents import JFBAgent
-
-    agent = JFBAgent.load(run_dir)
-    return agent, agent.env_id, agent.env_kwargs
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="a JFB run directory or an SB3 baseline directory")
-    parser.add_argument("--out", default=None, help="mp4 path (default videos/<run>.mp4)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial state")
-    parser.add_argument("--stride", type=int, default=2, help="draw every stride-th step")
-    parser.add_argument("--fps", type=int, default=FPS)
-    parser.add_argument("--vs", default=None, choices=["zero", "heuristic"],
-                        help="render side by side with a reference from the same state")
-
-
-def main(args: argparse.Namespace) -> int:
-    from jfbgym.baselines import references
-
-    policy, env_id, env_kwargs = load_policy(args.run_dir)
-    out = args.out or str(Path("videos") / f"{Path(args.run_dir).name}.mp4")
-    if args.vs is None:
-        path = render_video(policy, env_id, out, args.seed, env_kwargs=env_kwargs,
-                            stride=args.stride, fps=args.fps)
-    else:
-        _, problem = resolve_problem(env_id, env_kwargs)
-        refs = list(references(problem).items())
-        ref = refs[0] if args.vs == "zero" else refs[-1]
-        require(args.vs == "zero" or len(refs) > 1, "--vs", "a problem with a heuristic",
-                env_id)
-        path = render_side_by_side({Path(args.run_dir).name: policy, ref[0]: ref[1]}, env_id,
-                                   out, args.seed, env_kwargs=env_kwargs, stride=args.stride,
-                                   fps=args.fps)
-    print(f"wrote {path}")
-    return 0
+    return save(fig, path)

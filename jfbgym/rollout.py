@@ -13,14 +13,16 @@ layout) *is* the interface. Both return the problem's ``Trajectory``, so everyth
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from jfbgym.envs.registry import problem_for_env, strip_namespace
-from jfbgym.problems.base import ControlProblem, Trajectory, positive_int, require
+from jfbgym.problems import problem_for_env, strip_namespace
+from jfbgym.problems.base import ControlProblem, Trajectory
+from jfbgym.validation import integer, positive_int, require
 
 Feedback = Callable[[Tensor, Tensor], Tensor]
 
@@ -52,7 +54,7 @@ def resolve_problem(env_or_id: Any, env_kwargs: dict | None = None,
 def initial_states(problem: ControlProblem, n_episodes: int, seed: int) -> Tensor:
     """``n_episodes`` initial states drawn from ρ with a generator seeded by ``seed``."""
     n_episodes = positive_int(n_episodes, "n_episodes")
-    require(isinstance(seed, int) and not isinstance(seed, bool), "seed", "an integer", seed)
+    seed = integer(seed, "seed", 0)
     return problem.sample_initial_states(n_episodes, torch.Generator().manual_seed(seed))
 
 
@@ -113,3 +115,18 @@ def env_rollout(policy: Any, env_id: str, x0: Tensor, env_kwargs: dict | None = 
 
     return Trajectory(problem.times(), tensor(np.stack(states, 1)), tensor(np.stack(controls, 1)),
                       tensor(np.stack(running, 1)), tensor(terminal))
+
+
+def load_policy(run_dir: str | Path) -> tuple[Any, str, dict]:
+    """(policy, env id, env kwargs) of a JFB run directory or an SB3 baseline directory; loading
+    either executes nothing from its files."""
+    run_dir = Path(run_dir)
+    if (run_dir / "baseline.json").is_file():
+        from jfbgym.baselines import load_baseline
+
+        model, run = load_baseline(run_dir)
+        return model, run.env_id, run.env_kwargs
+    from jfbgym.agents import JFBAgent
+
+    agent = JFBAgent.load(run_dir)
+    return agent, agent.env_id, agent.env_kwargs

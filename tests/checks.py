@@ -32,6 +32,15 @@ def assert_derivatives_match_autograd(prob: ControlProblem, t, z: torch.Tensor, 
     assert rel_err(prob.grad_terminal_cost(z), gG) < rel
 
 
+# Warnings Gymnasium's checker gives for by-design choices (unbounded observations, physical
+# action units); any other warning fails a test, as in Gymnasium's own env tests.
+GYM_ALLOWED_WARNINGS = [
+    r"For Box action spaces, we recommend using a symmetric and normalized space",
+    r"A Box observation space minimum value is -infinity",
+    r"A Box observation space maximum value is infinity",
+]
+
+
 def assert_only_allowed_warnings(allowed: Sequence[str], fn: Callable, *args, **kwargs) -> None:
     """Run ``fn``; fail on any warning whose message matches none of the ``allowed`` patterns
     (the allow-list practice of Gymnasium's own env tests)."""

@@ -47,7 +47,7 @@ def _agent(solver: SolverOptions, **problem) -> JFBAgent:
 
 def _grad(agent: JFBAgent, x0: torch.Tensor, mode: str) -> torch.Tensor:
     agent.network.zero_grad()
-    agent.objective(x0, mode).mean().backward()
+    agent.objective(x0, mode, warn=False).mean().backward()  # convergence: not the point here
     return torch.cat([p.grad.flatten() for p in agent.network.parameters()])
 
 
@@ -79,7 +79,9 @@ def test_unrolled_matches_finite_differences() -> None:
         with torch.no_grad():
             for p, d in zip(params, direction):
                 p.add_(sign * eps * d)
-            value = float(agent.objective(x0).mean())
+            # tol = 0 on purpose: every solve stops at max_iters, and the rollout says so once
+            with pytest.warns(RuntimeWarning, match=r"18 of 18 inner solves"):  # 3 x 6 steps
+                value = float(agent.objective(x0).mean())
             for p, d in zip(params, direction):
                 p.sub_(sign * eps * d)
         return value

@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from jfbgym.baselines import FixedConsumptionRate, HoverPD, SteerToTarget, ZeroControl, references
-from jfbgym.envs.registry import problem_for_env
+from jfbgym.baselines import references
+from jfbgym.problems import problem_for_env
+from jfbgym.problems.bicycle import SteerToTarget
+from jfbgym.problems.consumption import FixedConsumptionRate
+from jfbgym.problems.feedback import ZeroControl
+from jfbgym.problems.quadswarm import HoverPD
 from jfbgym.rollout import rollout
 
 
@@ -69,7 +73,7 @@ def test_sb3_baseline_trains_saves_and_reloads(tmp_path, algo) -> None:
 
 def test_baseline_cli(tmp_path, capsys) -> None:
     pytest.importorskip("stable_baselines3")
-    from jfbgym.baselines import add_arguments, main
+    from jfbgym.cli.baseline import add_arguments, main
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

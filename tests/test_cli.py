@@ -19,9 +19,11 @@ def test_every_subcommand_has_help(command, capsys):
 
 
 def test_bad_input_is_one_error_line_naming_the_argument(tmp_path, capsys):
-    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    missing = tmp_path / "missing"
+    assert main(["evaluate", str(missing)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("jfbgym evaluate: error: path:") and "Traceback" not in err
+    assert err.startswith(f"jfbgym evaluate: error: {missing}:") and "Traceback" not in err
+    assert err.count("\n") == 1 and "run directory" in err
 
 
 def test_module_entry_point_lists_commands():

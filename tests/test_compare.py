@@ -7,7 +7,7 @@ import json
 import imageio.v3 as iio
 import pytest
 
-from jfbgym.compare import add_arguments, main
+from jfbgym.cli.compare import add_arguments, main
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ import argparse
 
 import imageio.v3 as iio
 
-from jfbgym.demo import add_arguments, main
+from jfbgym.cli.demo import add_arguments, main
 
 
 def test_demo_tiny_budget(tmp_path, capsys) -> None:

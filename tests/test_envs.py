@@ -10,23 +10,17 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from checks import assert_only_allowed_warnings
+from checks import GYM_ALLOWED_WARNINGS, assert_only_allowed_warnings
 from gymnasium.utils.env_checker import check_env
 
 import jfbgym  # noqa: F401  (registers the ids)
 from jfbgym.envs import ENV_SPECS, ControlEnv, ControlVectorEnv, render_frame
-from jfbgym.envs.registry import problem_for_env
+from jfbgym.problems import problem_for_env
 
 IDS = sorted(ENV_SPECS)
 SHORT = {"n_steps": 6}  # every problem takes n_steps; short episodes keep the tests fast
 
-# Warnings Gymnasium's checker gives for by-design choices (unbounded observations, physical
-# action units); any other warning fails the test, as in Gymnasium's own env tests.
-ALLOWED_WARNINGS = [
-    r"For Box action spaces, we recommend using a symmetric and normalized space",
-    r"A Box observation space minimum value is -infinity",
-    r"A Box observation space maximum value is infinity",
-]
+ALLOWED_WARNINGS = GYM_ALLOWED_WARNINGS
 
 
 def _checked(fn, *args, **kwargs) -> None:
@@ -236,13 +230,19 @@ def test_make_forwards_problem_keywords_and_terminates_on_its_own_horizon():
     problem = env.unwrapped.problem
     assert problem.n_agents == 4 and problem.targets == "formation"
     assert env.observation_space.shape == (49,) and env.action_space.shape == (16,)
-    assert gym.spec("QuadSwarm-v0").max_episode_steps == 160
+    # no registered time limit: the horizon ends an episode (terminated, never truncated), so
+    # an n_steps override sets the episode length, longer than the default 160 steps too
+    assert gym.spec("QuadSwarm-v0").max_episode_steps is None
     obs, _ = env.reset(seed=0)
     for k in range(5):
         obs, _, terminated, truncated, _ = env.step(np.zeros(16, dtype=np.float32))
     assert terminated and not truncated and obs[-1] == pytest.approx(problem.horizon)
     with pytest.raises(RuntimeError):
         env.unwrapped.step(np.zeros(16, dtype=np.float32))
+    long = gym.make("Quadrotor-v0", n_steps=200)
+    long.reset(seed=0)
+    flags = [long.step(np.zeros(4, dtype=np.float32))[2:4] for _ in range(200)]
+    assert [f for f in flags[:-1] if any(f)] == [] and flags[-1] == (True, False)
 
 
 def test_namespaced_make_works_without_prior_import():
@@ -250,7 +250,7 @@ def test_namespaced_make_works_without_prior_import():
             "print(e.unwrapped.problem.n_agents, e.spec.max_episode_steps)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
-    assert out == ["6", "160"]
+    assert out == ["6", "None"]
 
 
 def test_initial_state_option_and_observation_layout():

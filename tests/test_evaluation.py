@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import jfbgym  # noqa: F401
-from jfbgym.baselines import HoverPD, ZeroControl
-from jfbgym.envs.registry import problem_for_env
 from jfbgym.evaluation import HeldOutResets, evaluate, format_table, held_out_states, optimality_gap
+from jfbgym.problems import problem_for_env
+from jfbgym.problems.feedback import ZeroControl
+from jfbgym.problems.quadswarm import HoverPD
 
 
 def riccati_policy(problem):
@@ -59,7 +60,7 @@ def test_sb3_evaluate_policy_agrees() -> None:
 
 def test_evaluate_cli_on_a_trained_run(tmp_path, capsys) -> None:
     from jfbgym.agents.train import TrainConfig, train
-    from jfbgym.evaluation import add_arguments, main
+    from jfbgym.cli.evaluate import add_arguments, main
 
     train(TrainConfig(env_id="LinearQuadratic-v0", iters=3, batch=8, val_batch=8,
                       out=str(tmp_path / "lq"), checkpoint_every=3), progress=False)

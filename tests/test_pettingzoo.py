@@ -12,7 +12,7 @@ from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from jfbgym.envs import parallel_env
-from jfbgym.envs.multiagent import nearest_relative_positions
+from jfbgym.problems.base import nearest_relative_positions
 
 MULTI = {"QuadSwarm-v0": {"n_agents": 3}, "Quadrotor-v0": {}, "MultiBicycle-v0": {},
          "ConsumptionSavings-v0": {"n_agents": 4}}
@@ -94,7 +94,7 @@ def test_consumption_observation_layout():
 def test_nearest_relative_positions_brute_force():
     rng = np.random.default_rng(0)
     q = rng.normal(size=(7, 3))
-    rel = nearest_relative_positions(q, 3)
+    rel = nearest_relative_positions(torch.as_tensor(q)[None], 3)[0].numpy()
     for i in range(7):
         others = sorted((j for j in range(7) if j != i), key=lambda j: np.linalg.norm(q[j] - q[i]))
         np.testing.assert_allclose(rel[i], q[others[:3]] - q[i])

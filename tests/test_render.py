@@ -5,9 +5,10 @@ import argparse
 import imageio.v3 as iio
 import pytest
 
-from jfbgym.baselines import HoverPD, ZeroControl
-from jfbgym.envs.registry import problem_for_env
 from jfbgym.evaluation import evaluate
+from jfbgym.problems import problem_for_env
+from jfbgym.problems.feedback import ZeroControl
+from jfbgym.problems.quadswarm import HoverPD
 from jfbgym.render import (
     plot_comparison,
     plot_training,
@@ -70,7 +71,7 @@ def test_write_video_keeps_every_frame_in_order(tmp_path, n: int) -> None:
 
 def test_render_cli(tmp_path) -> None:
     from jfbgym.agents.train import TrainConfig, train
-    from jfbgym.render import add_arguments, main
+    from jfbgym.cli.render import add_arguments, main
 
     run = tmp_path / "quad1"
     train(TrainConfig(env_id="Quadrotor-v0", problem_kwargs={"n_steps": 8}, iters=1, batch=4,

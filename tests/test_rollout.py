@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import jfbgym  # noqa: F401
-from jfbgym.baselines import HoverPD, ZeroControl
-from jfbgym.envs.registry import problem_for_env
+from jfbgym.problems import problem_for_env
+from jfbgym.problems.feedback import ZeroControl
+from jfbgym.problems.quadswarm import HoverPD
 from jfbgym.rollout import feedback_of, initial_states, rollout
 
 KW = {"n_agents": 2, "n_steps": 20}

@@ -12,7 +12,9 @@ import torch
 import jfbgym.agents.agent as agent_module
 from jfbgym.agents import JFBAgent
 from jfbgym.agents.checkpoint import CHECKPOINT, load_state, snapshot_paths
-from jfbgym.agents.train import TrainConfig, add_arguments, config_from_args, train
+from jfbgym.agents.config import TrainConfig
+from jfbgym.agents.train import train
+from jfbgym.cli.train import add_arguments, config_from_args
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +63,7 @@ def test_resume_is_bit_for_bit(tmp_path) -> None:
     assert a["iteration"] == b["iteration"] == 4
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    strip = [{k: v for k, v in row.items() if k not in ("seconds", "wall")}
+    strip = [{k: v for k, v in row.items() if k not in ("seconds", "wall", "cpu")}
              for row in (straight.history, resumed.history) for row in row]
     assert strip[:4] == strip[4:]
     with pytest.raises(ValueError, match="resume"):  # another network cannot resume this run
@@ -73,8 +75,8 @@ def test_nan_guard_restores_then_stops(tmp_path, monkeypatch, capsys) -> None:
     real = agent_module.JFBAgent.objective
     calls = {"n": 0}
 
-    def poisoned(self, x0, grad=None, log=None):
-        cost = real(self, x0, grad, log)
+    def poisoned(self, x0, grad=None, log=None, warn=True):
+        cost = real(self, x0, grad, log, warn)
         if grad is not None:  # training calls only
             calls["n"] += 1
             if calls["n"] in (3, 5, 6):
@@ -117,7 +119,7 @@ def test_predict_interfaces_and_size_checks(tmp_path) -> None:
         agent.predict(np.zeros(13))  # a Quadrotor (N = 1) observation
     with pytest.raises(ValueError, match="observations"):
         agent.predict_parallel({"agent_0": obs[0, :10]})
-    from jfbgym.envs.registry import problem_for_env
+    from jfbgym.problems import problem_for_env
     with pytest.raises(ValueError, match="n_agents"):
         agent.check_problem(problem_for_env("QuadSwarm-v0", n_agents=3, n_steps=8))
     with pytest.raises(ValueError, match="LinearQuadratic|QuadSwarm"):
@@ -139,7 +141,7 @@ def test_bad_config_and_cli(tmp_path) -> None:
                               "--max-minutes", "1.5"])
     config = config_from_args(args)
     assert (config.env_id, config.n_agents, config.grad, config.resume, config.max_minutes) \
-        == ("QuadSwarm-v0", 6, "newton-jfb", True, 1.5)
+        == ("QuadSwarm-v0", 6, "newton-jfb", "always", 1.5)
     assert config.env_kwargs() == {"targets": "formation", "n_agents": 6}
 
 
@@ -147,12 +149,12 @@ def test_ctrl_c_and_time_budget_save_before_stopping(tmp_path, monkeypatch) -> N
     real = agent_module.JFBAgent.objective
     calls = {"n": 0}
 
-    def interrupted(self, x0, grad=None, log=None):
+    def interrupted(self, x0, grad=None, log=None, warn=True):
         if grad is not None:
             calls["n"] += 1
             if calls["n"] == 3:
                 raise KeyboardInterrupt
-        return real(self, x0, grad, log)
+        return real(self, x0, grad, log, warn)
 
     monkeypatch.setattr(agent_module.JFBAgent, "objective", interrupted)
     result = train(lq_config(tmp_path, iters=10, batch=8, val_batch=8, width=8,

@@ -91,11 +91,11 @@ def test_blown_up_validation_undoes_the_step(tmp_path, monkeypatch) -> None:
     calls = {"validation": 0}
     objective = JFBAgent.objective
 
-    def spiking(self, x0, grad=None, log=None):
-        cost = objective(self, x0, grad, log)
-        if grad is None:  # validation
+    def spiking(self, x0, grad=None, log=None, warn=True):
+        cost = objective(self, x0, grad, log, warn)
+        if grad is None:  # validation: the initial one, then one after each iteration
             calls["validation"] += 1
-            if calls["validation"] == 3:
+            if calls["validation"] == 4:  # after iteration 3
                 return cost.abs() * 1e6
         return cost
 

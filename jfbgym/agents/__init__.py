@@ -1,8 +1,24 @@
-"""The JFB agent: value network Φ_θ, implicit control layer, training and diagnostics."""
+"""The JFB agent: value network Φ_θ, implicit control layer, training and diagnostics.
 
-from .agent import InnerLog, JFBAgent
-from .implicit import GRAD_MODES, SOLVERS, SolverOptions, control_layer
-from .network import ValueNetwork
+Names resolve lazily (PEP 562), so the torch-free ``jfbgym.agents.config`` imports without
+torch (the command line parses its arguments before anything heavy loads).
+"""
 
-__all__ = ["GRAD_MODES", "SOLVERS", "InnerLog", "JFBAgent", "SolverOptions", "ValueNetwork",
-           "control_layer"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {"InnerLog": ".agent", "JFBAgent": ".agent", "GRAD_MODES": ".implicit",
+         "SOLVERS": ".implicit", "SolverOptions": ".implicit", "control_layer": ".implicit",
+         "ValueNetwork": ".network", "TrainConfig": ".config", "train": ".train"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["GRAD_MODES", "SOLVERS", "InnerLog", "JFBAgent", "SolverOptions", "TrainConfig",
+           "ValueNetwork", "control_layer", "train"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jfbgym.envs.registry import problem_for_env, problem_kwargs, strip_namespace
-from jfbgym.problems.base import ControlProblem, Time, Trajectory, require
+from jfbgym.problems import problem_for_env, problem_kwargs, strip_namespace
+from jfbgym.problems.base import ControlProblem, Time, Trajectory
+from jfbgym.validation import require
 
-from .checkpoint import CHECKPOINT, load_config, load_state
-from .implicit import GRAD_MODES, SolverOptions, StepStats, control_layer
+from .checkpoint import (
+    CHECKPOINT,
+    CheckpointError,
+    load_config,
+    load_state,
+    load_weights,
+    require_keys,
+)
+from .implicit import SolverOptions, StepStats, control_layer, grad_mode
 from .network import CORRECTION_SCALE, ValueNetwork
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -48,18 +57,22 @@ class InnerLog:
                 "unconverged": sum(s.unconverged for s in self.steps)}
 
 
-def prior_of(problem: ControlProblem):
-    """The problem's ``value_prior`` when its class supplies one, else None (learn from
-    scratch: the base method only says "none")."""
+def prior_of(problem: ControlProblem, kind: str = "auto"):
+    """The value prior a network starts from: ``"auto"``/``"problem"`` the problem's own
+    ``value_prior`` when its class supplies one (``"problem"`` requires one), ``"none"``
+    nothing (learn from scratch)."""
     has_prior = type(problem).value_prior is not ControlProblem.value_prior
-    return problem.value_prior if has_prior else None
+    if kind == "problem":
+        require(has_prior, "prior", f"a problem with a value_prior ({problem.name} has none)",
+                kind)
+    return problem.value_prior if has_prior and kind in ("auto", "problem") else None
 
 
 class JFBAgent:
     """A trained (or training) JFB value-function agent for one problem.
 
     ``env_id`` and ``env_kwargs`` (problem overrides) name the problem, as in
-    ``jfbgym.envs.registry.problem_for_env``.
+    ``jfbgym.problems.problem_for_env``.
     """
 
     def __init__(self, problem: ControlProblem, network: ValueNetwork,
@@ -74,6 +87,7 @@ class JFBAgent:
         self.solver = solver
         self.env_id = strip_namespace(env_id) if env_id else ""
         self.env_kwargs = dict(env_kwargs or {})
+        self.prior = "none" if network.prior is None else "auto"
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -81,50 +95,69 @@ class JFBAgent:
               width: int = 96, depth: int = 3, rank: int = 10,
               solver: SolverOptions = DEFAULT_SOLVER, dtype: torch.dtype = torch.float32,
               device: str | torch.device = "cpu",
-              correction_scale: float = CORRECTION_SCALE) -> JFBAgent:
+              correction_scale: float = CORRECTION_SCALE, prior: str = "auto") -> JFBAgent:
         """A fresh agent for a registered env id (weights drawn from the global torch RNG).
 
-        The network starts from the problem's ``value_prior`` when it has one (see
-        ``ValueNetwork``; ``correction_scale`` is σ there), else from scratch."""
+        The network starts from the value prior ``prior`` (see ``prior_of``; ``ValueNetwork``,
+        with ``correction_scale`` σ there), else from scratch."""
         problem = problem_for_env(env_id, dtype=dtype, device=device, **dict(env_kwargs or {}))
         net = ValueNetwork(problem.state_dim, width, depth, rank, dtype=dtype, device=device,
-                           prior=prior_of(problem), correction_scale=correction_scale)
-        return cls(problem, net, solver, env_id, env_kwargs)
+                           prior=prior_of(problem, prior), correction_scale=correction_scale)
+        agent = cls(problem, net, solver, env_id, env_kwargs)
+        agent.prior = prior
+        return agent
 
     def config(self) -> dict:
         """The settings that rebuild this agent (the ``agent`` part of a run's config.json)."""
         return {"env_id": self.env_id, "env_kwargs": self.env_kwargs,
                 "problem_name": self.problem.name, "problem": self.problem.config(),
                 "network": self.network.config(), "solver": dataclasses.asdict(self.solver),
-                "dtype": str(self.problem.dtype).replace("torch.", "")}
+                "dtype": str(self.problem.dtype).replace("torch.", ""), "prior": self.prior}
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any],
-                    device: str | torch.device | None = None) -> JFBAgent:
-        require("agent" in config, "config", "a run config with an 'agent' section",
-                sorted(config))
+    def from_config(cls, config: Mapping[str, Any], device: str | torch.device | None = None,
+                    where: str = "config") -> JFBAgent:
+        """The agent a run's config describes (fresh weights); ``CheckpointError`` naming
+        ``where`` when the config is incomplete or describes something this version cannot
+        build."""
+        require_keys(config, ("agent",), where)
         cfg = config["agent"]
-        dtype = DTYPES[cfg["dtype"]]
+        require_keys(cfg, ("env_id", "env_kwargs", "problem_name", "problem", "network",
+                           "solver", "dtype"), f"{where} [agent]")
+        require_keys(cfg["network"], ("width", "depth", "rank"), f"{where} [agent.network]")
+        if cfg["dtype"] not in DTYPES:
+            raise CheckpointError(f"{where}: dtype must be one of {sorted(DTYPES)}, got "
+                                  f"{cfg['dtype']!r}")
         device = device or config.get("device", "cpu")
         net_cfg = dict(cfg["network"])
-        agent = cls.build(cfg["env_id"], cfg["env_kwargs"], net_cfg["width"], net_cfg["depth"],
-                          net_cfg["rank"], SolverOptions(**cfg["solver"]), dtype, device,
-                          net_cfg.get("correction_scale", CORRECTION_SCALE))
-        require(agent.problem.name == cfg["problem_name"], "config",
-                f"problem {cfg['problem_name']!r}", agent.problem.name)
+        try:
+            solver = SolverOptions(**cfg["solver"])
+            agent = cls.build(cfg["env_id"], cfg["env_kwargs"], net_cfg["width"],
+                              net_cfg["depth"], net_cfg["rank"], solver, DTYPES[cfg["dtype"]],
+                              device, net_cfg.get("correction_scale", CORRECTION_SCALE),
+                              cfg.get("prior", "auto"))
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{where}: cannot build the agent it describes: {err}") \
+                from err
+        if agent.problem.name != cfg["problem_name"]:
+            raise CheckpointError(f"{where}: problem {cfg['problem_name']!r} does not match "
+                                  f"what {cfg['env_id']!r} builds ({agent.problem.name})")
         # the env id's defaults may have changed since training: the problem must not have
         rebuilt = json.loads(json.dumps(agent.problem.config()))
-        require(rebuilt == cfg["problem"], "config",
-                f"the problem the agent was trained on ({cfg['problem']})", rebuilt)
+        if rebuilt != cfg["problem"]:
+            raise CheckpointError(f"{where}: the agent was trained on {cfg['problem']}, and "
+                                  f"{cfg['env_id']!r} now builds {rebuilt}")
         return agent
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> JFBAgent:
-        """The agent saved in run directory ``path`` (config.json + checkpoint.pt)."""
-        config = load_config(path)
-        agent = cls.from_config(config, device)
-        state = load_state(Path(path) / CHECKPOINT, agent.problem.device)
-        agent.network.load_state_dict(state["model"])
+        """The agent saved in run directory ``path`` (config.json + checkpoint.pt). Every file
+        is checked; nothing in it is executed."""
+        path = Path(path)
+        agent = cls.from_config(load_config(path), device, where=str(path / "config.json"))
+        state = load_state(path / CHECKPOINT, agent.problem.device)
+        require_keys(state, ("model",), str(path / CHECKPOINT))
+        load_weights(agent.network, state["model"], path / CHECKPOINT)
         agent.network.eval()
         return agent
 
@@ -163,7 +196,7 @@ class JFBAgent:
         """A stateful policy ``(t, z) -> u`` for one ``problem.rollout``: warm-starts each
         inner solve at the previous step's control and records the solve statistics. With
         ``grad`` (a mode of GRAD_MODES) u carries that gradient; without, u is detached."""
-        require(grad is None or grad in GRAD_MODES, "grad", f"None or one of {GRAD_MODES}", grad)
+        carries_graph = grad is not None and grad_mode(grad).carries_graph
         previous: list[Tensor | None] = [None]
 
         def policy(t: Time, z: Tensor) -> Tensor:
@@ -174,22 +207,32 @@ class JFBAgent:
                     warm = None
                 u, u_star, stats = control_layer(self.problem, t, z, p, warm, self.solver,
                                                  grad or "jfb")
-            previous[0] = u if grad == "unrolled" else u_star  # unrolled: AD through all
+            previous[0] = u if carries_graph else u_star
             if log is not None:
                 log.add(stats)
             return u
 
         return policy
 
-    def rollout(self, x0: Tensor, grad: str | None = None,
-                log: InnerLog | None = None) -> Trajectory:
-        """The closed-loop trajectory from ``x0`` (differentiable when ``grad`` is given)."""
-        return self.problem.rollout(self.feedback(grad, log), x0)
+    def rollout(self, x0: Tensor, grad: str | None = None, log: InnerLog | None = None,
+                warn: bool = True) -> Trajectory:
+        """The closed-loop trajectory from ``x0`` (differentiable when ``grad`` is given).
+        With ``warn``, inner solves that missed their tolerance raise one warning with the
+        count (their controls are still the best the solver found)."""
+        log = InnerLog() if log is None else log
+        before = len(log.steps)
+        traj = self.problem.rollout(self.feedback(grad, log), x0)
+        missed = sum(s.unconverged for s in log.steps[before:])
+        if warn and missed:
+            warnings.warn(f"{missed} of {x0.shape[0] * self.problem.n_steps} inner solves "
+                          f"({self.problem.name}) did not reach their tolerance",
+                          RuntimeWarning, stacklevel=2)
+        return traj
 
-    def objective(self, x0: Tensor, grad: str | None = None,
-                  log: InnerLog | None = None) -> Tensor:
+    def objective(self, x0: Tensor, grad: str | None = None, log: InnerLog | None = None,
+                  warn: bool = True) -> Tensor:
         """Closed-loop discrete cost J per sample, shape (B,)."""
-        return self.rollout(x0, grad, log).cost
+        return self.rollout(x0, grad, log, warn).cost
 
     def control(self, t: Time, z: Tensor, grad: bool = False) -> Tensor:
         """u*(t, z) = argmin_u H(t, z, ∇_zΦ, u), batched; a feedback law for

@@ -15,7 +15,6 @@ Writes ``diagnostics.csv`` and ``diagnostics.png`` in the run directory (or ``--
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 from pathlib import Path
@@ -23,10 +22,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from jfbgym.problems.base import require
+from jfbgym.figures import agg_figure, save
+from jfbgym.validation import positive_int
 
 from .agent import JFBAgent
-from .checkpoint import load_config, load_state, snapshot_paths
+from .checkpoint import (
+    CheckpointError,
+    load_config,
+    load_state,
+    load_weights,
+    require_keys,
+    snapshot_paths,
+)
 from .implicit import step_size
 
 FIELDS = ("iteration", "contraction", "m_sigma_min", "m_sigma_max", "angle_deg", "cosine")
@@ -91,15 +98,18 @@ def diagnose(run_dir: str | Path, batch: int = 16, seed: int = 0,
              max_jacobian: int = 20_000_000, out: str | Path | None = None) -> list[dict]:
     """Diagnostics of every snapshot of a run; writes CSV and a plot; returns the rows."""
     run_dir = Path(run_dir)
-    require(batch >= 1, "batch", "an integer >= 1", batch)
+    positive_int(batch, "batch")
     snapshots = snapshot_paths(run_dir)
-    require(len(snapshots) > 0, "run_dir", "a run directory with weight snapshots",
-            str(run_dir))
-    agent = JFBAgent.from_config(load_config(run_dir))
+    if not snapshots:
+        raise CheckpointError(f"{run_dir}: expected a run directory with weight snapshots "
+                              "(snapshots/model_*.pt); there are none")
+    agent = JFBAgent.from_config(load_config(run_dir), where=str(Path(run_dir) / "config.json"))
     x0 = agent.problem.sample_initial_states(batch, torch.Generator().manual_seed(seed))
     rows = []
     for iteration, path in snapshots:
-        agent.network.load_state_dict(load_state(path, agent.problem.device)["model"])
+        state = load_state(path, agent.problem.device)
+        require_keys(state, ("model",), str(path))
+        load_weights(agent.network, state["model"], path)
         s_min, s_max = m_theta_singular_values(agent, x0, max_jacobian)
         angle, cosine = gradient_angle(agent, x0)
         rows.append({"iteration": iteration, "contraction": contraction(agent, x0),
@@ -116,12 +126,9 @@ def diagnose(run_dir: str | Path, batch: int = 16, seed: int = 0,
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     its = [r["iteration"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = agg_figure(13, 3.6)
+    axes = fig.subplots(1, 3)
     axes[0].plot(its, [r["contraction"] for r in rows], "o-")
     axes[0].axhline(1.0, color="k", lw=0.8, ls="--")
     axes[0].set_title(r"worst $\|\partial T/\partial u\|_2$ (contractivity)")
@@ -134,23 +141,4 @@ def plot(rows: list[dict], path: Path) -> None:
     axes[2].set_title("angle(true gradient, JFB) [deg]")
     for ax in axes:
         ax.set_xlabel("iteration")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="a run directory written by `jfbgym train`")
-    parser.add_argument("--batch", type=int, default=16, help="initial states per snapshot")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-jacobian", type=int, default=20_000_000,
-                        help="largest dense M_theta (entries) to form; bigger ones are skipped")
-    parser.add_argument("--out", default=None, help="output folder (default: the run)")
-
-
-def main(args: argparse.Namespace) -> int:
-    rows = diagnose(args.run, args.batch, args.seed, args.max_jacobian, args.out)
-    for row in rows:
-        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in row.items()))
-    return 0
+    save(fig, path)

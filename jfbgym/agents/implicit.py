@@ -25,15 +25,16 @@ they are exact when no bound is active.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from jfbgym.problems.base import ControlProblem, InnerSolution, NewtonOptions, Time, require
+from jfbgym.problems.base import ControlProblem, InnerSolution, NewtonOptions, Time
+from jfbgym.validation import finite_float, one_of, optional, positive_int, require
 
-GRAD_MODES = ("jfb", "unrolled", "implicit", "newton-jfb")
 SOLVERS = ("newton", "gradient")
 
 
@@ -49,12 +50,11 @@ class SolverOptions:
     power_iters: int = 6
 
     def __post_init__(self) -> None:
-        require(self.solver in SOLVERS, "solver", f"one of {SOLVERS}", self.solver)
-        require(self.alpha is None or (isinstance(self.alpha, (int, float)) and self.alpha > 0),
-                "alpha", "None (automatic) or a number > 0", self.alpha)
-        require(isinstance(self.max_iters, int) and self.max_iters >= 1, "max_iters",
-                "an integer >= 1", self.max_iters)
-        require(self.tol is None or self.tol >= 0, "tol", "None or a number >= 0", self.tol)
+        one_of(self.solver, "solver", SOLVERS)
+        optional(finite_float, self.alpha, "alpha", 0.0, True)
+        positive_int(self.max_iters, "max_iters")
+        optional(finite_float, self.tol, "tol", 0.0)
+        positive_int(self.power_iters, "power_iters")
 
 
 class StepStats(NamedTuple):
@@ -170,41 +170,90 @@ class _ImplicitControl(torch.autograd.Function):
         return gz, gp, None, None, None, None
 
 
+Layer = Callable[[ControlProblem, Time, Tensor, Tensor, "Tensor | None", SolverOptions],
+                 "tuple[Tensor, InnerSolution]"]
+
+
+def _jfb(problem: ControlProblem, t: Time, z: Tensor, p: Tensor, u0: Tensor | None,
+         options: SolverOptions) -> tuple[Tensor, InnerSolution]:
+    sol = solve(problem, t, z, p, u0, options)
+    u_star = sol.control
+    alpha = step_size(problem, t, z, p, u_star, options)
+    return problem.project_control(u_star - alpha * problem.grad_u_hamiltonian(t, z, p, u_star)), \
+        sol
+
+
+def _unrolled(problem: ControlProblem, t: Time, z: Tensor, p: Tensor, u0: Tensor | None,
+              options: SolverOptions) -> tuple[Tensor, InnerSolution]:
+    start = problem.initial_control(t, z) if u0 is None else u0  # graph kept: plain AD
+    sol = gradient_iteration(problem, t, z, p, start, options)
+    return sol.control, sol._replace(control=sol.control.detach())
+
+
+def _implicit(problem: ControlProblem, t: Time, z: Tensor, p: Tensor, u0: Tensor | None,
+              options: SolverOptions) -> tuple[Tensor, InnerSolution]:
+    sol = solve(problem, t, z, p, u0, options)
+    u_star = sol.control
+    return _ImplicitControl.apply(z, p, u_star, problem, t, _free(problem, u_star)), sol
+
+
+def _newton_jfb(problem: ControlProblem, t: Time, z: Tensor, p: Tensor, u0: Tensor | None,
+                options: SolverOptions) -> tuple[Tensor, InnerSolution]:
+    sol = solve(problem, t, z, p, u0, options)
+    u_star = sol.control
+    free = _free(problem, u_star)
+    g = problem.grad_u_hamiltonian(t, z, p, u_star)
+    g = g if free is None else g * free
+    d = problem.hessian_u_solve(t, z.detach(), p.detach(), u_star, g)
+    return u_star - (d if free is None else d * free), sol
+
+
+@dataclass(frozen=True)
+class GradMode:
+    """How the implicit layer is differentiated: ``layer`` returns (u carrying the gradient,
+    the inner solution); ``solver`` is the inner solver it requires (None: either), and
+    ``carries_graph`` says whether the warm start of the next step keeps the graph."""
+
+    name: str
+    summary: str
+    layer: Layer
+    solver: str | None = None
+    carries_graph: bool = False
+
+
+GRAD_MODES: dict[str, GradMode] = {mode.name: mode for mode in (
+    GradMode("jfb", "one differentiable application of T at the detached fixed point", _jfb),
+    GradMode("unrolled", "autograd through every gradient iteration", _unrolled,
+             solver="gradient", carries_graph=True),
+    GradMode("implicit", "the implicit-function theorem with the per-agent Hessian blocks",
+             _implicit),
+    GradMode("newton-jfb", "one differentiable Newton step at the fixed point (exact)",
+             _newton_jfb),
+)}
+
+
+def grad_mode(name: str) -> GradMode:
+    """The registered gradient mode ``name``."""
+    return GRAD_MODES[one_of(name, "grad", GRAD_MODES)]
+
+
 def control_layer(problem: ControlProblem, t: Time, z: Tensor, p: Tensor, u0: Tensor | None,
                   options: SolverOptions, grad: str = "jfb") -> tuple[Tensor, Tensor, StepStats]:
     """(u with the gradient of mode ``grad``, the detached fixed point u*, stats).
 
     Without grad enabled, or when neither z nor p needs a gradient, u is u* itself.
     """
-    require(grad in GRAD_MODES, "grad", f"one of {GRAD_MODES}", grad)
-    differentiable = torch.is_grad_enabled() and (z.requires_grad or p.requires_grad)
-    if grad == "unrolled" and differentiable:
-        require(options.solver == "gradient", "solver",
-                "'gradient' for grad='unrolled' (it differentiates the gradient iterations)",
-                options.solver)
-        start = problem.initial_control(t, z) if u0 is None else u0  # graph kept: plain AD
-        sol = gradient_iteration(problem, t, z, p, start, options)
-        u = sol.control
-        u_star = u.detach()
+    mode = grad_mode(grad)
+    if torch.is_grad_enabled() and (z.requires_grad or p.requires_grad):
+        require(mode.solver in (None, options.solver), "solver",
+                f"{mode.solver!r} for grad={mode.name!r}", options.solver)
+        u, sol = mode.layer(problem, t, z, p, u0, options)
     else:
         sol = solve(problem, t, z, p, u0, options)
-        u_star = sol.control
-        if not differentiable:
-            u = u_star
-        elif grad == "jfb":
-            alpha = step_size(problem, t, z, p, u_star, options)
-            u = problem.project_control(u_star - alpha * problem.grad_u_hamiltonian(t, z, p, u_star))
-        elif grad == "newton-jfb":
-            free = _free(problem, u_star)
-            g = problem.grad_u_hamiltonian(t, z, p, u_star)
-            g = g if free is None else g * free
-            d = problem.hessian_u_solve(t, z.detach(), p.detach(), u_star, g)
-            u = u_star - (d if free is None else d * free)
-        else:
-            u = _ImplicitControl.apply(z, p, u_star, problem, t, _free(problem, u_star))
+        u = sol.control
     stats = StepStats(float(sol.residual.max()), int(sol.iterations),
                       int((sol.residual > _tol(problem, options)).sum()))
-    return u, u_star, stats
+    return u, sol.control, stats
 
 
 def _tol(problem: ControlProblem, options: SolverOptions) -> float:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from jfbgym.problems.base import positive_float, positive_int, require
+from jfbgym.validation import positive_float, positive_int, require
 
 Prior = Callable[[float | Tensor, Tensor], "tuple[Tensor, Tensor] | None"]
 

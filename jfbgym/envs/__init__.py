@@ -5,15 +5,15 @@ Every env is a thin adapter over a ``ControlProblem``: an episode's return is âˆ
 
 from jfbgym.envs.control_env import ControlEnv, ControlVectorEnv, action_bounds
 from jfbgym.envs.multiagent import ControlParallelEnv, parallel_env
-from jfbgym.envs.registry import ENV_SPECS
 from jfbgym.envs.rendering import render_frame
+from jfbgym.problems.registry import ENV_SPECS
 
 __all__ = [
-           "ENV_SPECS",
-           "ControlEnv",
-           "ControlParallelEnv",
-           "ControlVectorEnv",
-           "action_bounds",
-           "parallel_env",
-           "render_frame",
+    "ENV_SPECS",
+    "ControlEnv",
+    "ControlParallelEnv",
+    "ControlVectorEnv",
+    "action_bounds",
+    "parallel_env",
+    "render_frame",
 ]

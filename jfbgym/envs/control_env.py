@@ -1,44 +1,8 @@
 """Gymnasium adapters over a ``ControlProblem``: a single env and a torch-batched vector env.
 
 Both are thin: one env step is one Euler step ``problem.step`` of length h = T/nt, and the reward
-is ``−h·L(t_k, z_k, u_k)``, plus ``−G(z_nt)`` on the last step, so an episode's return is exactly
-``−problem.objective`` of the same control sequence.
-
-**Observation** ``(n + 1,)`` float32: the state z followed by the time t. Unbounded Box.
-
-**Action** ``(m,)`` float32: the joint control u, a Box from the problem's ``action_box``, which
-contains every control the optimal policy uses. Actions outside the box are clipped onto it;
-NaN/inf or a wrong shape raise ``ValueError``. Bounds per problem (reasons in each problem's
-``action_box``): QuadSwarm every component in [−6, 6]; MultiBicycle steering within δ_max
-(π/2 − 0.25) and acceleration in [−10, 10]; ConsumptionSavings consumption in
-[0, ``max_consumption``]; LinearQuadratic |u_j| ≤ 10·max(σ₀, 1)·max_k ‖K_k‖_∞ (Riccati gains).
-
-**Episode end**: ``terminated`` at t = T (after ``n_steps`` steps); ``truncated`` is False (the
-vector env truncates only if given a smaller ``max_episode_steps``). ``info`` carries the
-``running_cost`` (h·L) and ``terminal_cost`` (G, 0 before the end) as floats.
-
-**Starting state**: ``problem.sample_initial_states`` driven by a ``torch.Generator`` that
-``reset(seed=...)`` seeds (same seed, same episode); ``reset(options={"initial_state": z0})``
-starts from a given state instead.
-
-**Arguments**: ``env_id`` (an id of ``jfbgym.envs.registry.ENV_SPECS``) and any problem keyword
-(``n_agents``, ``targets``, ``n_steps``, ...), or a ready ``problem``; ``render_mode``
-(``"rgb_array"`` or ``"human"``), ``dtype`` and ``device`` of the simulation (the single env
-defaults to float64: exact returns cost nothing at batch size one).
-
-``ControlVectorEnv`` runs K episodes as one (K, n) tensor on any device with Gymnasium's
-next-step autoreset, numpy in and out; ``reset_torch``/``step_torch`` are the same code with
-tensors in and out, and with ``differentiable=True`` gradients flow from the rewards back to the
-actions and initial states (off by default, as in VMAS and gymnax). On a CPU a step runs the
-batch in chunks of ``chunk_size`` envs (default: about 2¹⁹ entries of the (chunk, N, N)
-interaction kernel), which keeps the kernel's several passes in cache: ~5x less CPU time per
-step at N = 100, K = 1024 than one whole-batch call.
-
-Registration (``jfbgym/__init__.py``): ``max_episode_steps`` is the id's default ``n_steps``;
-raising ``n_steps`` through ``make`` needs ``max_episode_steps`` raised with it (or ``-1``),
-lowering it needs nothing (the env terminates at its own t = T).
-
-Version history: v0 — first release.
+is ``−h·L``, plus ``−G`` on the last step, so an episode's return is exactly ``−J``. The class
+docstrings are the documentation (Gymnasium style).
 """
 
 from __future__ import annotations
@@ -53,9 +17,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
-from jfbgym.envs.registry import problem_for_env
 from jfbgym.envs.rendering import render_frame
-from jfbgym.problems import ControlProblem
+from jfbgym.problems import PROBLEMS, problem_class, problem_for_env
+from jfbgym.problems.base import ControlProblem
+from jfbgym.validation import integer, optional, positive_int, require, require_memory
 
 RENDER_FPS = 20
 CHUNK_ELEMENTS = 2**19
@@ -73,15 +38,26 @@ def build_problem(env_id: str | None, problem: ControlProblem | None, dtype: tor
                   device: str | torch.device, problem_kwargs: dict) -> ControlProblem:
     """The problem an env wraps: a given one, or the one ``env_id`` stands for."""
     if problem is not None:
-        if not isinstance(problem, ControlProblem):
-            raise ValueError(f"problem: expected a ControlProblem, got {type(problem).__name__}")
-        if env_id is not None or problem_kwargs:
-            raise ValueError("problem: expected either a problem or env_id with keywords, "
-                             "not both")
+        require(isinstance(problem, ControlProblem), "problem", "a ControlProblem",
+                type(problem).__name__)
+        require(env_id is None and not problem_kwargs, "problem",
+                "either a problem or env_id with keywords, not both", type(problem).__name__)
         return problem
-    if env_id is None:
-        raise ValueError("env_id: expected a registered id (or pass problem=), got None")
-    return problem_for_env(env_id, dtype=dtype, device=device, **problem_kwargs)
+    require(env_id is not None, "env_id", "a registered id (or pass problem=)", env_id)
+    return problem_for_env(env_id, dtype=dtype, device=_device(device), **problem_kwargs)
+
+
+def _device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device that this torch can use (a clear error, not an
+    AssertionError from deep inside torch, for CUDA on a CPU-only build)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device: expected a torch device such as 'cpu' or 'cuda', got "
+                         f"{device!r}") from err
+    require(device.type != "cuda" or torch.cuda.is_available(), "device",
+            "'cpu' (this torch has no usable CUDA device)", str(device))
+    return device
 
 
 def finite_array(values: Any, shape: tuple[int, ...], name: str = "action") -> np.ndarray:
@@ -186,7 +162,36 @@ class _Viewer:
 
 # ------------------------------------------------------------------------------- single env
 class ControlEnv(gym.Env[np.ndarray, np.ndarray], _Seeding):
-    """One episode of a control problem; see the module docstring for spaces and rewards."""
+    """One episode of a finite-horizon control problem ``min ∫L dt + G(z(T))``.
+
+    **Observation** ``(n + 1,)`` float32: the state z followed by the time t (unbounded Box).
+
+    **Action** ``(m,)`` float32: the joint control u, a Box from the problem's ``action_box``,
+    which contains every control the optimal policy uses. Actions outside it are clipped onto it;
+    NaN/inf or a wrong shape raise ``ValueError``. The boxes, from the problems themselves:
+
+    {bounds}
+
+    **Reward** ``−h·L(t_k, z_k, u_k)`` per step, plus ``−G(z_nt)`` on the last one: an
+    episode's return is exactly ``−J`` (``problem.objective`` of the same controls). ``info``
+    carries ``running_cost`` (h·L) and ``terminal_cost`` (G; 0 before the end) as floats.
+
+    **Episode end**: ``terminated`` at t = T, after ``n_steps`` steps: the horizon is part of
+    the problem (the terminal cost is paid there and nothing follows), not a time limit, so
+    ``truncated`` is always False. The ids are registered without ``max_episode_steps``, so an
+    ``n_steps`` given to ``make`` sets the episode length, with no time limit to cut it short.
+
+    **Starting state**: ``problem.sample_initial_states`` driven by a ``torch.Generator`` that
+    ``reset(seed=...)`` seeds (same seed, same episode); ``reset(options={{"initial_state":
+    z0}})`` starts from a given state instead.
+
+    **Arguments**: ``env_id`` (an id of ``jfbgym.problems.ENV_SPECS``) and any problem keyword
+    (``n_agents``, ``targets``, ``n_steps``, ...), or a ready ``problem``; ``render_mode``
+    (``"rgb_array"`` or ``"human"``), ``dtype`` and ``device`` of the simulation (float64 by
+    default: exact returns cost nothing at batch size one).
+
+    **Version history**: v0 — first release.
+    """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": RENDER_FPS}
 
@@ -288,11 +293,19 @@ class ControlEnv(gym.Env[np.ndarray, np.ndarray], _Seeding):
 class ControlVectorEnv(VectorEnv, _Seeding):
     """K episodes of one problem in one (K, n) tensor, with next-step autoreset.
 
-    ``step`` takes a (K, m) numpy array; an env that ended on the previous step is reset
-    instead of stepped (its action ignored, reward 0, not terminated), as Gymnasium's
-    ``AutoresetMode.NEXT_STEP`` prescribes. ``info`` holds per-env ``running_cost`` and
-    ``terminal_cost`` arrays and the clipped ``applied_action`` (K, m).
-    ``reset_torch``/``step_torch`` are the tensor interface.
+    Spaces, rewards and episode ends are those of ``ControlEnv``, batched; the simulation is
+    float32 by default and runs on any ``device``. ``step`` takes a (K, m) numpy array; an env
+    that ended on the previous step is reset instead of stepped (its action ignored, reward 0,
+    not terminated), as Gymnasium's ``AutoresetMode.NEXT_STEP`` prescribes. ``info`` holds
+    per-env ``running_cost`` and ``terminal_cost`` arrays and the clipped ``applied_action``
+    (K, m). A ``max_episode_steps`` below ``n_steps`` truncates episodes there.
+
+    ``reset_torch``/``step_torch`` are the same code with tensors in and out, and with
+    ``differentiable=True`` gradients flow from the rewards back to the actions and initial
+    states (off by default, as in VMAS and gymnax). On a CPU a step runs the batch in chunks of
+    ``chunk_size`` envs (default: about 2¹⁹ entries of the (chunk, N, N) interaction kernel),
+    which keeps the kernel's several passes in cache: ~5x less CPU time per step at N = 100,
+    K = 1024 than one whole-batch call.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS,
@@ -303,14 +316,9 @@ class ControlVectorEnv(VectorEnv, _Seeding):
                  render_mode: str | None = None, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu", differentiable: bool = False,
                  chunk_size: int | None = None, **problem_kwargs: Any) -> None:
-        if not (isinstance(num_envs, int) and not isinstance(num_envs, bool) and num_envs >= 1):
-            raise ValueError(f"num_envs: expected an integer >= 1, got {num_envs!r}")
-        if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size >= 1):
-            raise ValueError(f"chunk_size: expected an integer >= 1 or None, got {chunk_size!r}")
-        if max_episode_steps is not None and not (isinstance(max_episode_steps, int)
-                                                  and max_episode_steps >= 1):
-            raise ValueError(f"max_episode_steps: expected an integer >= 1 or None, got "
-                             f"{max_episode_steps!r}")
+        num_envs = positive_int(num_envs, "num_envs")
+        chunk_size = optional(positive_int, chunk_size, "chunk_size")
+        max_episode_steps = optional(positive_int, max_episode_steps, "max_episode_steps")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode: expected one of {self.metadata['render_modes']} or "
                              f"None, got {render_mode!r}")
@@ -329,6 +337,9 @@ class ControlVectorEnv(VectorEnv, _Seeding):
         self._times = self.problem.times()
         self.chunk_size = chunk_size if chunk_size is not None else default_chunk_size(
             self.problem, num_envs)
+        require_memory(self.problem.step_bytes(min(self.chunk_size, num_envs))
+                       + 8 * 8 * num_envs * (self.problem.state_dim + self.problem.control_dim),
+                       "num_envs", f"one step of {num_envs} envs")
         self._z: Tensor | None = None
         self._k = torch.zeros(num_envs, dtype=torch.long, device=self.problem.device)
         self._done = torch.zeros(num_envs, dtype=torch.bool, device=self.problem.device)
@@ -350,8 +361,7 @@ class ControlVectorEnv(VectorEnv, _Seeding):
         may require grad and the episode costs are differentiable in it.
         """
         if seed is not None:
-            if not isinstance(seed, int) or isinstance(seed, bool):
-                raise ValueError(f"seed: expected an int or None, got {seed!r}")
+            seed = integer(seed, "seed", 0)
             VectorEnv.reset(self, seed=seed)
         generator = self._seed_generator(seed, self.np_random)
         with torch.set_grad_enabled(self.differentiable):
@@ -459,3 +469,16 @@ class ControlVectorEnv(VectorEnv, _Seeding):
     @staticmethod
     def _numpy(x: Tensor, dtype: type) -> np.ndarray:
         return x.detach().cpu().numpy().astype(dtype, copy=True)
+
+
+def _bounds_doc() -> str:
+    """One line per registered problem: the first sentence of its ``action_box`` docstring."""
+    lines = []
+    for name in PROBLEMS:
+        doc = (problem_class(name).action_box.__doc__ or "").strip()
+        first = " ".join(doc.split("\n\n")[0].split())
+        lines.append(f"* {name}: {first}")
+    return "\n    ".join(lines)
+
+
+ControlEnv.__doc__ = (ControlEnv.__doc__ or "").format(bounds=_bounds_doc())

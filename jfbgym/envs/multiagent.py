@@ -1,28 +1,6 @@
-"""PettingZoo ``ParallelEnv`` over the multi-agent problems: one agent per quadrotor, bicycle
-or consumption stream, all acting at once on the joint control.
-
-The env wraps a single ``ControlEnv`` (same dynamics, costs, clipping, seeding, rendering) and
-only splits its observation and reward per agent and joins the agents' actions.
-
-**Agents** ``agent_0 .. agent_{N-1}``; all end together at t = T (then ``agents`` is empty).
-
-**Action** of agent i: its own control block, a slice of the joint action box (QuadSwarm: 4,
-MultiBicycle: 2, ConsumptionSavings: 1 — the consumption of good i).
-
-**Observation** of agent i (float32, unbounded Box):
-
-* QuadSwarm / Quadrotor: own state (12), own target position (3), the positions of its
-  ``neighbours`` nearest drones relative to it (3 each, nearest first), t. N = 1 is supported
-  (no neighbours).
-* MultiBicycle: own state (4), its target (2), the relative positions of its ``neighbours``
-  nearest bicycles (2 each, nearest first), t.
-* ConsumptionSavings: the shared wealth, its own habit, the mean habit of all goods, t.
-
-``neighbours`` defaults to all the others up to 8 (``min(N − 1, 8)``).
-
-**Reward**: every agent receives the joint reward divided by N, so the agents' returns sum to
-−J. ``infos[agent]`` carries the joint ``running_cost`` and ``terminal_cost``.
-``state()`` is the global observation [z, t] (float32), ``state_space`` its Box.
+"""PettingZoo ``ParallelEnv`` over any problem: one agent per control block (quadrotor,
+bicycle, consumption stream), all acting at once on the joint control. The class docstring is
+the documentation.
 """
 
 from __future__ import annotations
@@ -35,31 +13,31 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from jfbgym.envs.control_env import ControlEnv, finite_array
-from jfbgym.envs.registry import problem_kwargs, strip_namespace
-from jfbgym.problems import ControlProblem
-
-MAX_NEIGHBOURS = 8
-_POSITION_DIMS = {"QuadSwarm": 3, "MultiBicycle": 2}  # agent-major, positions first
-
-
-def targets(problem: ControlProblem) -> np.ndarray:
-    """Per-agent target positions (N, k) of a positional problem (QuadSwarm, MultiBicycle)."""
-    goal = problem.targets_state[:, :3] if problem.name == "QuadSwarm" else problem.targets_xy
-    return goal.detach().cpu().double().numpy()
-
-
-def nearest_relative_positions(positions: np.ndarray, k: int) -> np.ndarray:
-    """For each agent, the positions of its k nearest others minus its own, nearest first:
-    ``positions (N, d)`` -> ``(N, k, d)``. Ties break by agent index (stable sort)."""
-    rel = positions[None, :, :] - positions[:, None, :]  # rel[i, j] = q_j − q_i
-    dist = (rel * rel).sum(-1)
-    np.fill_diagonal(dist, np.inf)
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(rel, order[..., None], axis=1)
+from jfbgym.problems import strip_namespace
+from jfbgym.validation import integer, require
 
 
 class ControlParallelEnv(ParallelEnv):
-    """One agent per control block of a multi-agent problem (see the module docstring)."""
+    """One agent per control block of a problem, all acting at once on the joint control.
+
+    The env wraps a single ``ControlEnv`` (same dynamics, costs, clipping, seeding, rendering)
+    and only splits its observation and reward per agent and joins the agents' actions.
+
+    **Agents** ``agent_0 .. agent_{N-1}``; all end together at t = T (then ``agents`` is empty).
+
+    **Action** of agent i: its own control block, a slice of the joint action box (QuadSwarm: 4,
+    MultiBicycle: 2, ConsumptionSavings: 1 — the consumption of good i).
+
+    **Observation** of agent i (float32, unbounded Box): the problem's
+    ``agent_observation`` — for problems with positions (QuadSwarm, MultiBicycle) its own state
+    block, its target and the positions of its ``neighbours`` nearest agents relative to its own
+    (nearest first), then t; ConsumptionSavings: the shared wealth, its own habit, the mean habit
+    and t. ``neighbours`` defaults to ``problem.default_neighbours()`` (all others, up to 8).
+
+    **Reward**: every agent receives the joint reward divided by N, so the agents' returns sum
+    to −J. ``infos[agent]`` carries the joint ``running_cost`` and ``terminal_cost``.
+    ``state()`` is the global observation [z, t] (float32), ``state_space`` its Box.
+    """
 
     metadata = {"name": "jfbgym_control", "render_modes": ["human", "rgb_array"],
                 "is_parallelizable": True, "render_fps": ControlEnv.metadata["render_fps"]}
@@ -67,21 +45,16 @@ class ControlParallelEnv(ParallelEnv):
     def __init__(self, env_id: str, *, render_mode: str | None = None,
                  neighbours: int | None = None, dtype: torch.dtype = torch.float64,
                  device: str | torch.device = "cpu", **kwargs: Any) -> None:
-        name, _ = problem_kwargs(env_id)
-        if name not in ("QuadSwarm", "MultiBicycle", "ConsumptionSavings"):
-            raise ValueError(f"env_id: expected a multi-agent id (QuadSwarm-v0, Quadrotor-v0, "
-                             f"MultiBicycle-v0, ConsumptionSavings-v0), got {env_id!r}")
         self.env = ControlEnv(strip_namespace(env_id), render_mode=render_mode, dtype=dtype,
                               device=device, **kwargs)
         self.problem = self.env.problem
+        require(self.problem.multi_agent, "env_id",
+                "an id whose problem splits into agents (its class sets multi_agent)", env_id)
         self.render_mode = render_mode
         n = self.problem.n_agents
         if neighbours is None:
-            neighbours = min(n - 1, MAX_NEIGHBOURS)
-        if not (isinstance(neighbours, int) and 0 <= neighbours <= n - 1):
-            raise ValueError(f"neighbours: expected an integer in [0, {n - 1}], got "
-                             f"{neighbours!r}")
-        self.neighbours = neighbours if name in _POSITION_DIMS else 0
+            neighbours = self.problem.default_neighbours()
+        self.neighbours = integer(neighbours, "neighbours", 0, n - 1)
         self.possible_agents = [f"agent_{i}" for i in range(n)]
         self.agents: list[str] = []
         self._index = {agent: i for i, agent in enumerate(self.possible_agents)}
@@ -154,18 +127,12 @@ class ControlParallelEnv(ParallelEnv):
         return {a: obs[self._index[a]].copy() for a in self.agents}
 
     def _observe(self, z: np.ndarray, t: float) -> np.ndarray:
-        """Per-agent observations (N, d) from the joint state (see the module docstring)."""
-        problem, n = self.problem, self.problem.n_agents
-        if problem.name == "ConsumptionSavings":
-            wealth, habits = z[0], z[1:]
-            cols = [np.full(n, wealth), habits, np.full(n, habits.mean()), np.full(n, t)]
-            return np.stack(cols, axis=1).astype(np.float32)
-        own = z.reshape(n, -1)
-        k = _POSITION_DIMS[problem.name]
-        positions = own[:, :k]
-        neighbours = nearest_relative_positions(positions, self.neighbours).reshape(n, -1)
-        return np.concatenate([own, targets(problem), neighbours, np.full((n, 1), t)],
-                              axis=1).astype(np.float32)
+        """Per-agent observations (N, d) from the joint state (``agent_observation``)."""
+        problem = self.problem
+        x = torch.as_tensor(z, dtype=problem.dtype, device=problem.device).unsqueeze(0)
+        with torch.no_grad():
+            obs = problem.agent_observation(float(t), x, self.neighbours)[0]
+        return obs.cpu().numpy().astype(np.float32)
 
 
 def parallel_env(env_id: str, **kwargs: Any) -> ControlParallelEnv:

@@ -1,40 +1,38 @@
-"""The control problems as batched, differentiable PyTorch backends (pure maths, no envs)."""
+"""The control problems as batched, differentiable PyTorch backends (pure maths, no envs).
+
+Names resolve lazily (PEP 562): importing this package, or its torch-free ``registry``, does not
+import torch until a problem class or the base contract is asked for.
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-import torch
+from .registry import (
+    ENV_SPECS,
+    PROBLEMS,
+    make_problem,
+    problem_class,
+    problem_for_env,
+    problem_kwargs,
+    register_env,
+    register_problem,
+    strip_namespace,
+)
 
-from .base import ControlProblem, InnerSolution, NewtonOptions, Trajectory
-
-# name -> "module:Class"; imported on first use so one broken optional import cannot hide the rest.
-PROBLEMS: dict[str, str] = {
-    "QuadSwarm": "jfbgym.problems.quadswarm:QuadSwarm",
-    "MultiBicycle": "jfbgym.problems.bicycle:MultiBicycle",
-    "ConsumptionSavings": "jfbgym.problems.consumption:ConsumptionSavings",
-    "LinearQuadratic": "jfbgym.problems.linear_quadratic:LinearQuadratic",
-}
-
-
-def problem_class(name: str) -> type[ControlProblem]:
-    """The class registered under ``name``."""
-    if name not in PROBLEMS:
-        raise ValueError(f"name: expected one of {sorted(PROBLEMS)}, got {name!r}")
-    module, cls = PROBLEMS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+_LAZY = {name: ".base" for name in ("ControlProblem", "InnerSolution", "NewtonOptions",
+                                     "Trajectory")}
 
 
-def make_problem(name: str, *, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device = "cpu", **kwargs) -> ControlProblem:
-    """Build a problem by name with the defaults of ``shared/problems.md``, any overridden.
-
-    >>> prob = make_problem("QuadSwarm", n_agents=6, dtype=torch.float64)
-    """
-    return problem_class(name)(dtype=dtype, device=device, **kwargs)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "ENV_SPECS",
     "PROBLEMS",
     "ControlProblem",
     "InnerSolution",
@@ -42,4 +40,9 @@ __all__ = [
     "Trajectory",
     "make_problem",
     "problem_class",
+    "problem_for_env",
+    "problem_kwargs",
+    "register_env",
+    "register_problem",
+    "strip_namespace",
 ]

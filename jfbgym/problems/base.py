@@ -9,16 +9,28 @@ objective of ``shared/problems.md`` from them, so no problem re-derives those by
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from jfbgym.validation import (
+    finite_float,
+    positive_float,
+    positive_int,
+    require,
+    require_memory,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .feedback import FeedbackLaw
+
 Time = float | Tensor
 Policy = Callable[[Tensor, Tensor], Tensor]
+MAX_NEIGHBOURS = 8  # default neighbours in a per-agent observation
 
 
 class InnerSolution(NamedTuple):
@@ -50,34 +62,6 @@ class Trajectory(NamedTuple):
         return self.running_costs.sum(dim=1) + self.terminal_cost
 
 
-def require(condition: bool, name: str, expected: str, got: object) -> None:
-    """Raise ``ValueError`` naming the argument and what was expected."""
-    if not condition:
-        raise ValueError(f"{name}: expected {expected}, got {got!r}")
-
-
-def positive_int(value: object, name: str) -> int:
-    require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-            name, "an integer >= 1", value)
-    return int(value)  # type: ignore[arg-type]
-
-
-def finite_float(value: object, name: str, minimum: float | None = None,
-                 strict: bool = False) -> float:
-    """``value`` as a finite float, at least ``minimum`` (above it if ``strict``)."""
-    bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(float(value))
-    if ok and minimum is not None:
-        ok = float(value) > minimum if strict else float(value) >= minimum  # type: ignore[arg-type]
-    require(ok, name, f"a finite number{bound}", value)
-    return float(value)  # type: ignore[arg-type]
-
-
-def positive_float(value: object, name: str) -> float:
-    return finite_float(value, name, 0.0, strict=True)
-
-
 @dataclass(frozen=True)
 class NewtonOptions:
     """Tolerances of the damped Newton inner solve (relative residual, see ``InnerSolution``)."""
@@ -86,6 +70,11 @@ class NewtonOptions:
     max_iters: int = 100
     armijo: float = 1e-4
     min_step: float = 1e-10
+
+    def __post_init__(self) -> None:
+        if self.tol is not None:
+            finite_float(self.tol, "tol", 0.0)
+        positive_int(self.max_iters, "max_iters")
 
 
 DEFAULT_NEWTON = NewtonOptions()
@@ -101,6 +90,7 @@ class ControlProblem(torch.nn.Module):
     """
 
     name: str = "ControlProblem"
+    multi_agent: bool = False  # state and control split into agents (one PettingZoo agent each)
 
     def __init__(self, *, state_dim: int, control_dim: int, n_agents: int, horizon: float,
                  n_steps: int, dtype: torch.dtype = torch.float32,
@@ -115,6 +105,10 @@ class ControlProblem(torch.nn.Module):
                 "torch.float32 or torch.float64", dtype)
         self._dtype = dtype
         self._device = torch.device(device)
+        # Refuse sizes that cannot fit before allocating anything (a hang or an allocator crash
+        # is the alternative); each check names the argument that decides it.
+        require_memory(8 * (self.n_steps + 1) * 4, "n_steps", "the time grid")
+        require_memory(self.step_bytes(1), "n_agents", "one time step of one sample")
         # A buffer that tracks .to(): dtype and device of the problem follow it.
         self.register_buffer("_anchor", torch.zeros((), dtype=dtype, device=self._device),
                              persistent=False)
@@ -160,6 +154,12 @@ class ControlProblem(torch.nn.Module):
                 f"control_dim={self.control_dim}, horizon={self.horizon}, n_steps={self.n_steps}")
 
     # --------------------------------------------------------------- validation
+    def step_bytes(self, batch: int) -> int:
+        """An upper estimate of the memory one time step of ``batch`` samples takes (bytes):
+        a few dozen float64 copies of state and control by default; problems with pairwise
+        terms add their (batch, N, N) kernel."""
+        return 8 * 32 * batch * (self.state_dim + self.control_dim)
+
     def check_batch(self, x: Tensor, name: str, width: int) -> Tensor:
         """Validate a ``(B, width)`` tensor on this problem's dtype and device."""
         require(isinstance(x, Tensor), name, "a torch.Tensor", type(x).__name__)
@@ -255,6 +255,51 @@ class ControlProblem(torch.nn.Module):
         """
         return None
 
+    # ------------------------------------------------ hooks the adapters call
+    # Each problem is the one home of its specifics (VMAS's scenario files): envs, PettingZoo,
+    # renderers and baselines ask these instead of branching on the problem's name.
+    def positions(self, z: Tensor) -> Tensor | None:
+        """Agent positions (B, N, k) (drawn, and used for neighbours), or None if the problem
+        has no spatial picture."""
+        return None
+
+    def target_positions(self) -> Tensor | None:
+        """Each agent's target position (N, k), or None."""
+        return None
+
+    def default_neighbours(self) -> int:
+        """How many nearest neighbours a per-agent observation holds by default."""
+        return 0 if self.target_positions() is None else min(self.n_agents - 1, MAX_NEIGHBOURS)
+
+    def agent_observation(self, t: Time, z: Tensor, neighbours: int) -> Tensor:
+        """What agent i observes, (B, N, d), for the multi-agent envs: its own state block, its
+        target and the positions of its ``neighbours`` nearest agents relative to its own
+        (nearest first) when the problem has positions, then t."""
+        self.check_inputs(z)
+        own = self.agents(z)
+        parts = [own]
+        goal = self.target_positions()
+        if goal is not None:
+            pos = self.positions(z)
+            parts += [goal.to(z).expand(z.shape[0], -1, -1),
+                      nearest_relative_positions(pos, neighbours).flatten(2)]
+        parts.append(self.time_column(t, z).unsqueeze(1).expand(-1, self.n_agents, 1))
+        return torch.cat(parts, dim=-1)
+
+    def heuristic(self) -> FeedbackLaw | None:
+        """A simple hand-written feedback law for this problem (a baseline), or None."""
+        return None
+
+    def draw(self, fig: Any, states: np.ndarray, controls: np.ndarray | None,
+             times: np.ndarray) -> None:
+        """Draw one sample's trajectory prefix ``states (k + 1, n)``, ``controls (k, m)`` on
+        the matplotlib ``fig`` (the last state is "now"). Default: state and control curves
+        against time."""
+        panels = [("state", times, states)]
+        if controls is not None:
+            panels.append(("control", times[:len(controls)], controls))
+        draw_time_series(fig, panels, self.horizon, f"{self.name}, t={times[-1]:.2f}")
+
     def project_control(self, u: Tensor) -> Tensor:
         """Clip u onto ``control_bounds`` (identity when unconstrained)."""
         bounds = self.control_bounds
@@ -262,6 +307,19 @@ class ControlProblem(torch.nn.Module):
 
     def default_tol(self) -> float:
         return 1e-8 if self.dtype == torch.float64 else 1e-5
+
+    def certify(self, t: Time, z: Tensor, p: Tensor, u: Tensor, u0: Tensor | None,
+                options: NewtonOptions, iterations: int) -> InnerSolution:
+        """The evidence a closed-form or global inner solve returns with its control u: the
+        residual relative to ``1 + ‖∇_u H(u0)‖`` (u0 = ``initial_control``, projected, by
+        default), as the Newton solve measures it, against ``options.tol`` (or the default)."""
+        tol = options.tol if options.tol is not None else self.default_tol()
+        with torch.no_grad():
+            start = self.project_control(self.initial_control(t, z) if u0 is None
+                                         else u0.detach())
+            scale = 1.0 + self.grad_u_hamiltonian(t, z, p, start).norm(dim=-1)
+            res = self.stationarity_residual(t, z, p, u, scale)
+        return InnerSolution(u, res, iterations, bool(res.max() <= tol))
 
     def stationarity_residual(self, t: Time, z: Tensor, p: Tensor, u: Tensor,
                               scale: Tensor | None = None) -> Tensor:
@@ -413,3 +471,28 @@ def _running_cost(problem: ControlProblem, t: Time, z: Tensor, u: Tensor) -> Ten
 
 def _shift(t: Time, dt: float) -> Time:
     return t + dt
+
+
+def nearest_relative_positions(positions: Tensor, k: int) -> Tensor:
+    """For each agent, the positions of its k nearest others minus its own, nearest first:
+    ``positions (B, N, d)`` -> ``(B, N, k, d)``. Ties break by agent index (stable sort)."""
+    n = positions.shape[1]
+    rel = positions.unsqueeze(1) - positions.unsqueeze(2)  # rel[b, i, j] = q_j − q_i
+    dist = (rel * rel).sum(-1)
+    dist = dist + torch.diag(torch.full((n,), float("inf"), dtype=dist.dtype,
+                                        device=dist.device))
+    order = torch.sort(dist, dim=-1, stable=True).indices[..., :k]
+    return torch.take_along_dim(rel, order.unsqueeze(-1), dim=2)
+
+
+def draw_time_series(fig: Any, panels: list[tuple[str, np.ndarray, np.ndarray]],
+                     horizon: float, title: str) -> None:
+    """Stacked panels of curves against time on the whole horizon [0, T]."""
+    axes = np.atleast_1d(fig.subplots(len(panels), 1, sharex=True))
+    for ax, (label, t, y) in zip(axes, panels):
+        if len(t):  # markers too, so a one-sample prefix is visible
+            ax.plot(t, y, lw=1.0, marker="." if len(t) < 3 else None)
+        ax.set_ylabel(label)
+        ax.set_xlim(0.0, horizon)
+    axes[-1].set_xlabel("t")
+    fig.suptitle(title)

@@ -24,22 +24,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .base import (
-    DEFAULT_NEWTON,
-    ControlProblem,
-    InnerSolution,
-    NewtonOptions,
-    Time,
-    finite_float,
-    positive_float,
-    positive_int,
-    require,
-)
-from .interaction import interaction, interaction_grad
+from jfbgym.validation import finite_float, positive_float, positive_int, require
+
+from .base import DEFAULT_NEWTON, ControlProblem, InnerSolution, NewtonOptions, Time
+from .feedback import FeedbackLaw
+from .interaction import interaction, interaction_grad, kernel_bytes
+from .quadswarm import equal_limits
 
 AGENT_STATE, AGENT_CONTROL = 4, 2
 CURVATURE_FLOOR = 1e-3  # smallest |φ''| the PD-modified Hessian solve uses
@@ -112,6 +108,7 @@ class MultiBicycle(ControlProblem):
     """
 
     name = "MultiBicycle"
+    multi_agent = True
 
     def __init__(self, n_agents: int = 5, wheelbase: float = 0.05,
                  max_steering: float = math.pi / 2 - 0.25, alpha_int: float = 0.1,
@@ -179,6 +176,39 @@ class MultiBicycle(ControlProblem):
         """Bicycle positions (B, N, 2)."""
         self.check_inputs(z)
         return self.agents(z)[..., :2]
+
+    def target_positions(self) -> Tensor:
+        """Each bicycle's target (N, 2)."""
+        return self.targets_xy
+
+    def step_bytes(self, batch: int) -> int:
+        return super().step_bytes(batch) + (kernel_bytes(batch, self.n_agents)
+                                            if self.alpha_int else 0)
+
+    def heuristic(self) -> SteerToTarget:
+        return SteerToTarget(self)
+
+    def draw(self, fig: Any, states: np.ndarray, controls: np.ndarray | None,
+             times: np.ndarray) -> None:
+        """Trails in the plane, headings as arrows, the targets as stars."""
+        n = self.n_agents
+        agents = states.reshape(len(states), n, -1)  # (T, N, 4): x, y, heading, speed
+        goals = self.targets_xy.detach().cpu().double().numpy()
+        ax = fig.add_subplot()
+        for i in range(n):
+            ax.plot(agents[:, i, 0], agents[:, i, 1], lw=0.8, alpha=0.6)
+        now = agents[-1]
+        ax.quiver(now[:, 0], now[:, 1], np.cos(now[:, 2]), np.sin(now[:, 2]), color="tab:blue",
+                  angles="xy", scale_units="width", scale=15, width=0.006)
+        ax.scatter(goals[:, 0], goals[:, 1], s=80, c="tab:red", marker="*", label="targets")
+        lo, hi = equal_limits(np.concatenate([agents[..., :2].reshape(-1, 2), goals]))
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+        ax.set_aspect("equal")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        ax.legend(loc="upper left", fontsize=8)
+        ax.set_title(f"MultiBicycle N={n}, t={times[-1]:.2f}")
 
     def _steering_terms(self, z: Tensor, p: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(δ, c = p_ψ v / l, inside-box mask), each (B, N)."""
@@ -276,18 +306,13 @@ class MultiBicycle(ControlProblem):
         """The global minimiser: a = −p_v and δ from ``steering_minimiser`` (``u0`` is not
         needed; it only sets the residual's scale 1 + ‖∇_u H(u0)‖, u0 = 0 by default)."""
         self.check_inputs(z, u0, p)
-        tol = options.tol if options.tol is not None else self.default_tol()
         with torch.no_grad():
             z, p = z.detach(), p.detach()
             c = self.agents(p)[..., 2] * self.agents(z)[..., 3] / self.wheelbase
             delta, it = steering_minimiser(c, self.max_steering, options.max_iters)
             u = torch.stack([delta, -self.agents(p)[..., 3]], dim=-1).reshape(
                 z.shape[0], self.control_dim)
-            start = self.initial_control(t, z) if u0 is None else u0.detach()
-            scale = 1.0 + self.grad_u_hamiltonian(t, z, p, self.project_control(start)).norm(
-                dim=-1)
-            res = self.stationarity_residual(t, z, p, u, scale)
-        return InnerSolution(u, res, it, bool(res.max() <= tol))
+        return self.certify(t, z, p, u, u0, options, it)
 
     def sample_initial_states(self, batch: int, generator: torch.Generator | None = None
                               ) -> Tensor:
@@ -299,3 +324,32 @@ class MultiBicycle(ControlProblem):
         rest = torch.tensor([self.init_heading, self.init_speed], dtype=torch.float64)
         z = torch.cat([xy, rest.expand(batch, self.n_agents, 2)], dim=-1)
         return z.reshape(batch, self.state_dim).to(dtype=self.dtype, device=self.device)
+
+
+class SteerToTarget(FeedbackLaw):
+    """Kinematic bicycle law: turn toward the target at a yaw rate proportional to the heading
+    error (steering from ψ̇ = v tan δ / l, clamped to the limit) and track the speed that
+    would cover the remaining distance by the horizon."""
+
+    label = "heuristic (steer to target)"
+
+    def __init__(self, problem: MultiBicycle, k_heading: float = 2.0, k_speed: float = 2.0
+                 ) -> None:
+        super().__init__(problem)
+        self.k_heading = finite_float(k_heading, "k_heading")
+        self.k_speed = finite_float(k_speed, "k_speed")
+
+    def __call__(self, t: Tensor | float, z: Tensor) -> Tensor:
+        problem = self.problem
+        s = z.view(z.shape[0], problem.n_agents, AGENT_STATE)
+        x, y, psi, v = s.unbind(-1)
+        tgt = problem.targets_xy.to(dtype=z.dtype, device=z.device)
+        dx, dy = tgt[:, 0] - x, tgt[:, 1] - y
+        err = torch.remainder(torch.atan2(dy, dx) - psi + math.pi, 2 * math.pi) - math.pi
+        speed = v.abs().clamp_min(0.05)
+        limit = problem.max_steering
+        delta = torch.atan(problem.wheelbase * self.k_heading * err / speed).clamp(-limit, limit)
+        remaining = torch.as_tensor(problem.horizon - t, dtype=z.dtype, device=z.device)
+        v_des = torch.hypot(dx, dy) / remaining.clamp_min(problem.step_size).reshape(-1, 1)
+        accel = self.k_speed * (v_des - v)
+        return torch.stack([delta, accel], dim=-1).reshape(z.shape[0], -1)

@@ -41,9 +41,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from jfbgym.validation import finite_float, positive_float, positive_int, require
 
 from .base import (
     DEFAULT_NEWTON,
@@ -51,12 +55,12 @@ from .base import (
     InnerSolution,
     NewtonOptions,
     Time,
-    finite_float,
-    positive_float,
-    positive_int,
-    require,
+    draw_time_series,
 )
+from .feedback import FeedbackLaw
 
+MAX_GROWTH = 30.0  # |r|·T and |δ|·T at most this: e^{30} growth stays finite in float32
+MAX_LEVEL = 1e9  # largest initial wealth or habit magnitude
 CURVATURE_FLOOR = 1e-12  # smallest |∂²H/∂u_i²| the PD-modified Hessian solve uses
 INITIAL_MARGIN = 1e-2  # initial_control = h + this
 
@@ -109,6 +113,7 @@ class ConsumptionSavings(ControlProblem):
     """
 
     name = "ConsumptionSavings"
+    multi_agent = True
 
     def __init__(self, n_agents: int = 100, A: float | Sequence[float] = 1.0,
                  B: float | Sequence[float] = 1.0, eta: float = 0.9, theta: float = 0.9,
@@ -122,17 +127,23 @@ class ConsumptionSavings(ControlProblem):
         self.eta = positive_float(eta, "eta")
         require(self.eta <= 1.0, "eta", "a number in (0, 1]", eta)
         self.theta = positive_float(theta, "theta")
-        self.r = finite_float(r, "r")
-        self.delta = finite_float(delta, "delta")
+        span = positive_float(horizon, "horizon")
+        self.r = finite_float(r, "r", -MAX_GROWTH / span, maximum=MAX_GROWTH / span)
+        self.delta = finite_float(delta, "delta", -MAX_GROWTH / span,
+                                  maximum=MAX_GROWTH / span)
         self.gamma = positive_float(gamma, "gamma")
         require(self.gamma != 1.0, "gamma", "a number > 0 other than 1 (log utility)", gamma)
         self.epsilon = positive_float(epsilon, "epsilon")
-        self.kappa = positive_float(kappa, "kappa")
-        self.max_consumption = positive_float(max_consumption, "max_consumption")
-        self.init_wealth = finite_float(init_wealth, "init_wealth")
-        self.init_wealth_spread = finite_float(init_wealth_spread, "init_wealth_spread", 0.0)
-        self.init_habit = finite_float(init_habit, "init_habit")
-        self.init_habit_spread = finite_float(init_habit_spread, "init_habit_spread", 0.0)
+        self.kappa = finite_float(kappa, "kappa", 0.0, strict=True, maximum=1.0)
+        self.max_consumption = finite_float(max_consumption, "max_consumption", 0.0,
+                                            strict=True, maximum=MAX_LEVEL)
+        self.init_wealth = finite_float(init_wealth, "init_wealth", -MAX_LEVEL,
+                                        maximum=MAX_LEVEL)
+        self.init_wealth_spread = finite_float(init_wealth_spread, "init_wealth_spread", 0.0,
+                                               maximum=MAX_LEVEL)
+        self.init_habit = finite_float(init_habit, "init_habit", -MAX_LEVEL, maximum=MAX_LEVEL)
+        self.init_habit_spread = finite_float(init_habit_spread, "init_habit_spread", 0.0,
+                                              maximum=MAX_LEVEL)
         super().__init__(state_dim=1 + m, control_dim=m, n_agents=m, horizon=horizon,
                          n_steps=n_steps, dtype=dtype, device=device)
         for name, diag in (("A", self._A), ("B", self._B)):
@@ -161,6 +172,27 @@ class ConsumptionSavings(ControlProblem):
         """Habit levels h, shape (B, m)."""
         self.check_inputs(z)
         return z[:, 1:]
+
+    # ----------------------------------------------------- hooks for the adapters
+    def agent_observation(self, t: Time, z: Tensor, neighbours: int) -> Tensor:
+        """Stream i observes the shared wealth, its own habit, the mean habit, and t."""
+        self.check_inputs(z)
+        m, wealth, habits = self.n_agents, z[:, :1], z[:, 1:]
+        cols = [wealth.expand(-1, m), habits, habits.mean(-1, keepdim=True).expand(-1, m),
+                self.time_column(t, z).expand(-1, m)]
+        return torch.stack(cols, dim=-1)
+
+    def heuristic(self) -> FixedConsumptionRate:
+        return FixedConsumptionRate(self)
+
+    def draw(self, fig: Any, states: np.ndarray, controls: np.ndarray | None,
+             times: np.ndarray) -> None:
+        """Wealth, consumption and habits against time."""
+        panels = [("wealth", times, states[:, :1]), ("habits", times, states[:, 1:])]
+        if controls is not None:
+            panels.insert(1, ("consumption", times[:len(controls)], controls))
+        draw_time_series(fig, panels, self.horizon,
+                         f"ConsumptionSavings m={self.control_dim}, t={times[-1]:.2f}")
 
     def control_from_margin(self, z: Tensor, raw: Tensor, beta: float = 5.0) -> Tensor:
         """u = h + softplus_β(raw): the feasible parameterisation of the reference (β = 5)."""
@@ -314,17 +346,15 @@ class ConsumptionSavings(ControlProblem):
         ``max_consumption`` and make their sample's residual ``inf``. The residual is relative
         to 1 + ‖∇_u H(u0)‖ (u0 = ``initial_control`` by default)."""
         self.check_inputs(z, u0, p)
-        tol = options.tol if options.tol is not None else self.default_tol()
         with torch.no_grad():
             z, p = z.detach(), p.detach()
             guess = None if u0 is None else u0.detach() - z[:, 1:]
             s, capped, it = self._solve_margins(t, z, p, guess, options.max_iters)
-            u = z[:, 1:] + s
-            start = self.initial_control(t, z) if u0 is None else u0.detach()
-            scale = 1.0 + self.grad_u_hamiltonian(t, z, p, start).norm(dim=-1)
-            res = self.stationarity_residual(t, z, p, u, scale)
-            res = torch.where(capped.any(-1), torch.full_like(res, math.inf), res)
-        return InnerSolution(u, res, it, bool(res.max() <= tol))
+            sol = self.certify(t, z, p, z[:, 1:] + s, u0, options, it)
+        if not bool(capped.any()):
+            return sol
+        res = torch.where(capped.any(-1), torch.full_like(sol.residual, math.inf), sol.residual)
+        return sol._replace(residual=res, converged=False)
 
     def action_box(self) -> tuple[Tensor, Tensor]:
         """Consumption in [0, ``max_consumption``], the cap the inner solve uses where H is
@@ -400,3 +430,18 @@ class ConsumptionSavings(ControlProblem):
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         return -torch.exp(-self.delta * t) * g ** self.gamma * x ** (1.0 - self.gamma) \
             / (1.0 - self.gamma)
+
+
+class FixedConsumptionRate(FeedbackLaw):
+    """Consume a fixed fraction ``rate`` of wealth per unit time, split evenly over the goods,
+    on top of each good's habit level: u_i = h_i + rate·max(x, 0)/m."""
+
+    label = "heuristic (fixed consumption rate)"
+
+    def __init__(self, problem: ConsumptionSavings, rate: float = 1.0) -> None:
+        super().__init__(problem)
+        self.rate = positive_float(rate, "rate")
+
+    def __call__(self, t: Tensor | float, z: Tensor) -> Tensor:
+        wealth, habits = z[:, :1], z[:, 1:]
+        return habits + self.rate * wealth.clamp_min(0.0) / habits.shape[1]

@@ -14,6 +14,11 @@ import torch
 from torch import Tensor
 
 
+def kernel_bytes(batch: int, n_agents: int) -> int:
+    """Memory of the (batch, N, N) float64 kernel and the two buffers beside it (bytes)."""
+    return 3 * 8 * batch * n_agents * n_agents
+
+
 def _kernel(q: Tensor, radius: float, cutoff: float | None) -> Tensor:
     """E_ij = exp(−‖q_i − q_j‖²/(2r²)), zeroed past the cut-off; the diagonal (≈ 1) is kept.
 

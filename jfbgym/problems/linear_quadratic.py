@@ -16,7 +16,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .base import DEFAULT_NEWTON, ControlProblem, InnerSolution, NewtonOptions, Time, require
+from jfbgym.validation import finite_float, integer, require
+
+from .base import DEFAULT_NEWTON, ControlProblem, InnerSolution, NewtonOptions, Time
 
 Matrix = Sequence[Sequence[float]] | Tensor
 
@@ -24,6 +26,16 @@ Matrix = Sequence[Sequence[float]] | Tensor
 def _double_integrator(dim: int) -> tuple[Tensor, Tensor]:
     eye, zero = torch.eye(dim), torch.zeros(dim, dim)
     return torch.cat([torch.cat([zero, eye], 1), torch.cat([zero, zero], 1)]), torch.cat([zero, eye])
+
+
+def _matrix(value: Matrix | None, name: str, default: Tensor) -> Tensor:
+    """``value`` (nested lists or a tensor; None: ``default``) as a float64 tensor."""
+    if value is None:
+        return default
+    try:
+        return torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name}: expected a matrix of numbers, got {value!r}") from err
 
 
 class LinearQuadratic(ControlProblem):
@@ -35,18 +47,19 @@ class LinearQuadratic(ControlProblem):
                  R: Matrix | None = None, Q_f: Matrix | None = None, horizon: float = 1.0,
                  n_steps: int = 50, init_std: float = 1.0, n_agents: int = 1,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
-        require(n_agents == 1, "n_agents", "1 (LinearQuadratic is single-agent)", n_agents)
+        integer(n_agents, "n_agents", 1, 1)  # LinearQuadratic is single-agent
         A0, B0 = _double_integrator(2)
-        A = torch.as_tensor(A0 if A is None else A, dtype=torch.float64)
-        B = torch.as_tensor(B0 if B is None else B, dtype=torch.float64)
+        A, B = _matrix(A, "A", A0), _matrix(B, "B", B0)
         require(A.dim() == 2 and A.shape[0] == A.shape[1], "A", "a square matrix", tuple(A.shape))
         n = A.shape[0]
         require(B.dim() == 2 and B.shape[0] == n, "B", f"shape ({n}, m)", tuple(B.shape))
         m = B.shape[1]
-        Q = torch.eye(n, dtype=torch.float64) if Q is None else torch.as_tensor(Q, dtype=torch.float64)
-        R = torch.eye(m, dtype=torch.float64) if R is None else torch.as_tensor(R, dtype=torch.float64)
-        Q_f = 10 * torch.eye(n, dtype=torch.float64) if Q_f is None else torch.as_tensor(
-            Q_f, dtype=torch.float64)
+        Q = _matrix(Q, "Q", torch.eye(n, dtype=torch.float64))
+        R = _matrix(R, "R", torch.eye(m, dtype=torch.float64))
+        Q_f = _matrix(Q_f, "Q_f", 10 * torch.eye(n, dtype=torch.float64))
+        for M, name in ((A, "A"), (B, "B"), (Q, "Q"), (R, "R"), (Q_f, "Q_f")):
+            require(bool(torch.isfinite(M).all()), name, "a matrix of finite numbers",
+                    M.tolist())
         for M, name, k in ((Q, "Q", n), (Q_f, "Q_f", n), (R, "R", m)):
             require(M.shape == (k, k) and torch.allclose(M, M.T), name,
                     f"a symmetric ({k}, {k}) matrix", tuple(M.shape))
@@ -55,10 +68,10 @@ class LinearQuadratic(ControlProblem):
         for M, name in ((Q, "Q"), (Q_f, "Q_f")):
             require(bool(torch.linalg.eigvalsh(M).min() > -1e-12), name,
                     "a positive-semidefinite matrix", M.tolist())
-        require(init_std >= 0, "init_std", "a number >= 0", init_std)
+        init_std = finite_float(init_std, "init_std", 0.0)
         super().__init__(state_dim=n, control_dim=m, n_agents=1, horizon=horizon,
                          n_steps=n_steps, dtype=dtype, device=device)
-        self.init_std = float(init_std)
+        self.init_std = init_std
         for name, M in (("A", A), ("B", B), ("Q", Q), ("R", R), ("Q_f", Q_f)):
             self.register_buffer(name, M.to(dtype=dtype, device=self._device))
         self.register_buffer("R_chol", torch.linalg.cholesky(self.R))
@@ -110,9 +123,7 @@ class LinearQuadratic(ControlProblem):
         with torch.no_grad():
             zero = torch.zeros(z.shape[0], self.control_dim, dtype=z.dtype, device=z.device)
             u = -self.hessian_u_solve(t, z, p, zero, p @ self.B)
-            scale = 1.0 + self.grad_u_hamiltonian(t, z, p, zero).norm(dim=-1)
-            res = self.stationarity_residual(t, z, p, u, scale)
-        return InnerSolution(u, res, 1, bool(res.max() <= self.default_tol()))
+        return self.certify(t, z, p, u, u0, options, 1)
 
     def sample_initial_states(self, batch: int, generator: torch.Generator | None = None
                               ) -> Tensor:

@@ -30,22 +30,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .base import (
-    DEFAULT_NEWTON,
-    ControlProblem,
-    InnerSolution,
-    NewtonOptions,
-    Time,
-    finite_float,
-    positive_float,
-    positive_int,
-    require,
-)
-from .interaction import interaction, interaction_grad
+from jfbgym.validation import finite_float, one_of, positive_float, positive_int, require
+
+from .base import DEFAULT_NEWTON, ControlProblem, InnerSolution, NewtonOptions, Time
+from .feedback import FeedbackLaw
+from .interaction import interaction, interaction_grad, kernel_bytes
 from .lambertw import lambertw
 
 AGENT_STATE, AGENT_CONTROL = 12, 4
@@ -89,6 +84,7 @@ class QuadSwarm(ControlProblem):
     """
 
     name = "QuadSwarm"
+    multi_agent = True
 
     def __init__(self, n_agents: int = 1, mass: float = 0.5, gravity: float = 1.0,
                  alpha_int: float = 0.1, radius: float = 1.0,
@@ -104,8 +100,7 @@ class QuadSwarm(ControlProblem):
         self.interaction_cutoff = (None if interaction_cutoff is None
                                    else positive_float(interaction_cutoff, "interaction_cutoff"))
         self.alpha_G = finite_float(alpha_G, "alpha_G", 0.0)
-        require(targets in TARGET_KINDS, "targets", f"one of {TARGET_KINDS}", targets)
-        self.targets = targets
+        self.targets = one_of(targets, "targets", TARGET_KINDS)
         require(isinstance(target, (list, tuple)) and len(target) == 3, "target",
                 "a list or tuple of 3 numbers", target)
         self.target = tuple(finite_float(v, "target") for v in target)
@@ -127,11 +122,43 @@ class QuadSwarm(ControlProblem):
                 "targets": self.targets, "target": list(self.target), "init_std": self.init_std,
                 "horizon": self.horizon, "n_steps": self.n_steps}
 
+    def step_bytes(self, batch: int) -> int:
+        return super().step_bytes(batch) + (kernel_bytes(batch, self.n_agents)
+                                            if self.alpha_int else 0)
+
     # ------------------------------------------------------------------ layout
     def positions(self, z: Tensor) -> Tensor:
         """Drone positions (B, N, 3)."""
         self.check_inputs(z)
         return self.agents(z)[..., :3]
+
+    def target_positions(self) -> Tensor:
+        """Each drone's hover point (N, 3)."""
+        return self.targets_state[:, :3]
+
+    def heuristic(self) -> HoverPD:
+        return HoverPD(self)
+
+    def draw(self, fig: Any, states: np.ndarray, controls: np.ndarray | None,
+             times: np.ndarray) -> None:
+        """3-D trails of every drone, their current positions and the targets."""
+        n = self.n_agents
+        pos = states.reshape(len(states), n, -1)[..., :3]  # (T, N, 3)
+        targets = self.targets_state[:, :3].detach().cpu().double().numpy()
+        ax = fig.add_subplot(projection="3d")
+        for i in range(n):
+            ax.plot(pos[:, i, 0], pos[:, i, 1], pos[:, i, 2], lw=0.8, alpha=0.6)
+        ax.scatter(*pos[-1].T, s=18, c="tab:blue", depthshade=False, label="drones")
+        ax.scatter(*targets.T, s=30, c="tab:red", marker="x", label="targets")
+        lo, hi = equal_limits(np.concatenate([pos.reshape(-1, 3), targets]))
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+        ax.set_zlim(lo[2], hi[2])
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        ax.set_zlabel("z")
+        ax.legend(loc="upper left", fontsize=8)
+        ax.set_title(f"QuadSwarm N={n}, t={times[-1]:.2f}")
 
     def control_matrix_transpose(self, z: Tensor, p: Tensor) -> Tensor:
         """q = B(z)ᵀp per agent, (B, N, 4): (p_v · d / m, p_ψ̇, p_θ̇, p_φ̇)."""
@@ -229,13 +256,9 @@ class QuadSwarm(ControlProblem):
         """The closed form (detached, like the base Newton solve); the residual is measured
         relative to ``1 + ‖∇_u H(u0)‖`` (u0 defaults to hover thrust), as for Newton."""
         self.check_inputs(z, u0, p)
-        tol = options.tol if options.tol is not None else self.default_tol()
         with torch.no_grad():
             u = self.closed_form_control(t, z, p)
-            start = self.initial_control(t, z) if u0 is None else u0
-            scale = 1.0 + self.grad_u_hamiltonian(t, z, p, start).norm(dim=-1)
-            res = self.stationarity_residual(t, z, p, u, scale)
-        return InnerSolution(u, res, 0, bool(res.max() <= tol))
+        return self.certify(t, z, p, u, u0, options, 0)
 
     def action_box(self) -> tuple[Tensor, Tensor]:
         """Every component in [−6, 6]. By the Lambert-W law ‖u*‖² = N·W₀(N‖q‖²) grows only like a
@@ -258,3 +281,43 @@ class QuadSwarm(ControlProblem):
         pose = torch.randn(batch, self.n_agents, 6, generator=generator, dtype=torch.float64)
         z = torch.cat([self.init_std * pose, torch.zeros_like(pose)], dim=-1)
         return z.reshape(batch, self.state_dim).to(dtype=self.dtype, device=self.device)
+
+
+def equal_limits(points: np.ndarray, margin: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-aspect axis limits (lo, hi) per column containing ``points (P, k)``."""
+    lo, hi = points.min(0), points.max(0)
+    centre, half = (lo + hi) / 2, max(float((hi - lo).max()) / 2, 1.0) + margin
+    return centre - half, centre + half
+
+
+class HoverPD(FeedbackLaw):
+    """Cascaded PD quadrotor controller: a critically damped position loop asks for an
+    acceleration, thrust and pitch/roll set-points deliver it (small-angle, yaw held at 0),
+    and a faster PD attitude loop commands the angular accelerations."""
+
+    label = "heuristic (hover PD)"
+
+    def __init__(self, problem: QuadSwarm, omega: float = 0.6, omega_att: float = 2.0,
+                 max_tilt: float = 0.6) -> None:
+        super().__init__(problem)
+        self.max_tilt = positive_float(max_tilt, "max_tilt")
+        self.mass, self.gravity = problem.mass, problem.gravity
+        self.kp, self.kd = omega ** 2, 2 * omega
+        self.ka, self.kw = omega_att ** 2, 2 * omega_att
+
+    def __call__(self, t: Tensor | float, z: Tensor) -> Tensor:
+        problem = self.problem
+        s = z.view(z.shape[0], problem.n_agents, AGENT_STATE)
+        tgt = problem.targets_state.to(dtype=z.dtype, device=z.device)
+        q, ang, v, w = s[..., 0:3], s[..., 3:6], s[..., 6:9], s[..., 9:12]
+        acc = self.kp * (tgt[:, 0:3] - q) - self.kd * v
+        up = (acc[..., 2] + self.gravity).clamp_min(0.1 * self.gravity)
+        theta_des = torch.atan2(acc[..., 0], up).clamp(-self.max_tilt, self.max_tilt)
+        phi_des = (-torch.atan2(acc[..., 1], up)).clamp(-self.max_tilt, self.max_tilt)
+        psi, theta, phi = ang.unbind(-1)
+        thrust = self.mass * up / (torch.cos(theta) * torch.cos(phi)).clamp_min(0.5)
+        u = torch.stack([thrust,
+                         -self.ka * psi - self.kw * w[..., 0],
+                         self.ka * (theta_des - theta) - self.kw * w[..., 1],
+                         self.ka * (phi_des - phi) - self.kw * w[..., 2]], dim=-1)
+        return u.reshape(z.shape[0], -1)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jfbgym.cli import add_threads_argument, torch_threads
-
 ENV_ID = "QuadSwarm-v0"
 
 
@@ -28,18 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="the training run directory")
     parser.add_argument("--videos", default="videos", help="where the mp4 and png go")
     parser.add_argument("--seed", type=int, default=0)
-    add_threads_argument(parser)
     parser.add_argument("--stride", type=int, default=2, help="video: draw every stride-th step")
 
 
 def main(args: argparse.Namespace) -> int:
-    with torch_threads(args.threads):
-        return run(args)
-
-
-def run(args: argparse.Namespace) -> int:
-    """The demo itself (``main`` only scopes the thread setting)."""
-    from jfbgym.agents.train import TrainConfig, train
+    from jfbgym.agents.config import TrainConfig
+    from jfbgym.agents.train import train
     from jfbgym.baselines import references
     from jfbgym.evaluation import format_table, held_out_states, score_methods
     from jfbgym.render import plot_training, plot_trajectories, render_video

@@ -1,0 +1,161 @@
+"""``TrainConfig``: every setting of a training run, with its help text, and its checks.
+
+Torch-free on purpose: the command line builds its parser from these fields and rejects bad
+values before anything heavy is imported (``jfbgym train --help`` answers at once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jfbgym.validation import (
+    finite_float,
+    integer,
+    is_number,
+    one_of,
+    optional,
+    positive_float,
+    positive_int,
+    require,
+)
+
+# The registries' names, for argument checks without torch (the registries in
+# ``implicit.py`` and ``agent.py`` are keyed by exactly these; a test keeps them in step).
+GRAD_MODE_NAMES = ("jfb", "unrolled", "implicit", "newton-jfb")
+SOLVER_NAMES = ("newton", "gradient")
+DTYPE_NAMES = ("float32", "float64")
+RESUME = ("never", "always", "if-present")
+SCHEDULES = ("cosine", "plateau", "constant")
+PRIORS = ("auto", "problem", "none")
+
+
+def arg(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field with an immutable default and its command-line help text."""
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; each field is a CLI flag (``--field-name``)."""
+
+    env_id: str = arg("QuadSwarm-v0", "registered env id, e.g. QuadSwarm-v0")
+    n_agents: int | None = arg(None, "problem size override (default: the env id's)")
+    problem_kwargs: dict = field(default_factory=dict, metadata={
+        "help": "further problem overrides as JSON, e.g. '{\"alpha_G\": 500}'"})
+    grad: str = arg("jfb", "gradient through the inner solve: " + ", ".join(GRAD_MODE_NAMES))
+    solver: str = arg("newton", "inner solver: newton (the problem's own solve: closed form "
+                      "or damped Newton) or gradient (the papers' iteration T)")
+    alpha: float | None = arg(None, "step of T(u) = u - alpha grad_u H (default: 1/curvature)")
+    inner_iters: int = arg(200, "max inner iterations per time step")
+    inner_tol: float | None = arg(None, "inner relative residual (default 1e-5 float32, "
+                                  "1e-8 float64)")
+    prior: str = arg("auto", "value prior the network corrects: auto (the problem's own "
+                     "value_prior, if it has one), problem, none")
+    iters: int = arg(500, "iteration budget (the run also stops at --cpu-minutes or "
+                     "--max-minutes, whichever comes first)")
+    cpu_minutes: float | None = arg(None, "budget in CPU minutes of this process over the whole "
+                                    "run, resumes included: the comparable unit on a shared "
+                                    "machine")
+    max_minutes: float | None = arg(None, "wall-clock limit of this call")
+    batch: int = arg(50, "initial states drawn from rho per iteration")
+    val_batch: int = arg(100, "fixed held-out validation states")
+    val_every: int = arg(1, "validate every this many iterations")
+    lr: float = arg(1e-2, "Adam learning rate (peak, after warm-up)")
+    schedule: str = arg("plateau", "learning-rate schedule: cosine (to zero at the end of the "
+                        "budget), plateau (halve when validation stalls), constant")
+    warmup: int = arg(0, "iterations of linear learning-rate warm-up")
+    lr_patience: int = arg(10, "plateau schedule: validations without improvement before "
+                           "halving")
+    blowup: float = arg(10.0, "a validation cost above prev + blowup*|prev| (or non-finite) "
+                        "undoes the step and halves the learning rate")
+    width: int = arg(96, "value network width")
+    depth: int = arg(3, "value network depth (opening layer + ResNet layers)")
+    rank: int = arg(10, "rank of the quadratic term of the value network")
+    seed: int = arg(0, "seed of weights, minibatches and validation states")
+    dtype: str = arg("float32", "float32 or float64")
+    device: str = arg("cpu", "torch device, e.g. cpu or cuda")
+    out: str = arg("runs/jfb", "run directory (config, checkpoints, logs)")
+    checkpoint_every: int = arg(50, "checkpoint every this many iterations")
+    resume: str = arg("never", "continue a run in --out: always (fail if there is none), "
+                      "if-present, or never (start over)")
+    tensorboard: bool = arg(False, "also log to TensorBoard in OUT/tb (needs tensorboard)")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.resume, bool):  # resume=True reads naturally from Python
+            self.resume = "always" if self.resume else "never"
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad setting."""
+        require(isinstance(self.env_id, str) and self.env_id != "", "env_id",
+                "a registered env id", self.env_id)
+        optional(positive_int, self.n_agents, "n_agents")
+        require(isinstance(self.problem_kwargs, dict), "problem_kwargs", "a dict (JSON object)",
+                self.problem_kwargs)
+        one_of(self.grad, "grad", GRAD_MODE_NAMES)
+        one_of(self.solver, "solver", SOLVER_NAMES)
+        require(not (self.grad == "unrolled" and self.solver != "gradient"), "solver",
+                "'gradient' with grad='unrolled' (it differentiates the gradient iterations)",
+                self.solver)
+        optional(finite_float, self.alpha, "alpha", 0.0, True)
+        optional(finite_float, self.inner_tol, "inner_tol", 0.0)
+        one_of(self.prior, "prior", PRIORS)
+        one_of(self.dtype, "dtype", DTYPE_NAMES)
+        one_of(self.schedule, "schedule", SCHEDULES)
+        one_of(self.resume, "resume", RESUME)
+        for name in ("iters", "batch", "val_batch", "val_every", "width", "depth", "rank",
+                     "checkpoint_every", "inner_iters", "lr_patience"):
+            positive_int(getattr(self, name), name)
+        integer(self.warmup, "warmup", 0)
+        integer(self.seed, "seed", 0)
+        require(self.depth >= 2, "depth", "an integer >= 2", self.depth)
+        positive_float(self.lr, "lr")
+        positive_float(self.blowup, "blowup")
+        optional(positive_float, self.cpu_minutes, "cpu_minutes")
+        optional(positive_float, self.max_minutes, "max_minutes")
+        require(isinstance(self.device, str) and self.device != "", "device",
+                "a torch device name such as 'cpu'", self.device)
+        require(isinstance(self.tensorboard, bool), "tensorboard", "True or False",
+                self.tensorboard)
+        check_output_dir(self.out, "out")
+
+    def env_kwargs(self) -> dict:
+        kwargs = dict(self.problem_kwargs)
+        if self.n_agents is not None:
+            kwargs["n_agents"] = self.n_agents
+        return kwargs
+
+    def budget_seconds(self) -> float | None:
+        """The CPU-time budget in seconds (None: iterations only)."""
+        return None if self.cpu_minutes is None else 60.0 * self.cpu_minutes
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """A config from saved JSON; unknown keys (an older or newer version) are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        require(not unknown, "config", f"keys among {sorted(names)}", unknown)
+        return cls(**values)
+
+
+def check_output_dir(path: object, name: str) -> Path:
+    """``path`` as a directory that can be created or reused (not a file, a usable name)."""
+    require(isinstance(path, (str, Path)) and str(path) != "", name, "a directory path", path)
+    p = Path(path)
+    require(not p.exists() or p.is_dir(), name, "a directory (that path is a file)", str(p))
+    too_long = any(len(part.encode()) > 255 for part in p.parts) or len(str(p).encode()) > 4000
+    require(not too_long, name, "a path with names of at most 255 bytes", str(p)[:80] + "...")
+    return p
+
+
+def parse_number(text: str) -> float:
+    """A float from the command line, refusing nan/inf with a clear message."""
+    value = float(text)
+    require(is_number(value) and math.isfinite(value), "value", "a finite number", text)
+    return value

@@ -1,0 +1,45 @@
+"""``jfbgym evaluate RUN``: mean J ± 95% CI and the optimality gap on held-out states."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a training run directory (checkpoint + config JSON)")
+    parser.add_argument("--episodes", type=int, default=100, help="held-out initial states")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="held-out set seed (default: the fixed seed every table uses)")
+    parser.add_argument("--no-openloop", action="store_true",
+                        help="skip the open-loop optimum (and so the optimality gap)")
+    parser.add_argument("--openloop-iters", type=int, default=500,
+                        help="L-BFGS iterations per warm start of the open-loop optimum")
+
+
+def main(args: argparse.Namespace) -> int:
+    from jfbgym.agents import JFBAgent
+    from jfbgym.baselines import references
+    from jfbgym.evaluation import (
+        HELD_OUT_SEED,
+        Evaluation,
+        evaluate,
+        format_table,
+        held_out_states,
+        open_loop_reference,
+    )
+
+    agent = JFBAgent.load(args.run_dir)
+    problem = agent.problem
+    seed = HELD_OUT_SEED if args.seed is None else args.seed
+    x0 = held_out_states(problem, args.episodes, seed)
+    policies = {"JFB": agent, **references(problem)}
+    ref = None
+    if not args.no_openloop:
+        ref = open_loop_reference(problem, x0, warm_starts=list(policies.values()),
+                                  max_iters=args.openloop_iters)
+    rows = [evaluate(p, problem, x0=x0, reference=ref, name=n) for n, p in policies.items()]
+    if ref is not None:
+        rows.append(Evaluation("open-loop optimum", ref.cost, 0.0, float("nan")))
+    print(f"{agent.env_id}: {x0.shape[0]} held-out states (seed {seed})")
+    print(format_table(rows))
+    return 0

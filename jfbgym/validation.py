@@ -1,0 +1,119 @@
+"""Argument checks shared by every layer: a bad value raises ``ValueError`` naming the argument
+and what was expected, never a ``TypeError`` from deep inside torch or a silent wrong answer.
+
+Integral numbers of any kind are integers (``3``, ``numpy.int64(3)``: values from config files
+and sweeps), booleans are not (``True`` is not a number of agents). Deliberately free of torch,
+numpy and gymnasium imports, so the CLI can validate before importing anything heavy.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Collection
+from typing import Any
+
+
+def require(condition: bool, name: str, expected: str, got: object) -> None:
+    """Raise ``ValueError(f"{name}: expected {expected}, got {got!r}")`` unless ``condition``."""
+    if not condition:
+        raise ValueError(f"{name}: expected {expected}, got {got!r}")
+
+
+def is_integer(value: object) -> bool:
+    """An integral number that is not a bool (``numpy.bool_`` included)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) \
+        and type(value).__name__ != "bool_"
+
+
+def is_number(value: object) -> bool:
+    """A real number that is not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        and type(value).__name__ != "bool_"
+
+
+def integer(value: object, name: str, minimum: int | None = None,
+            maximum: int | None = None) -> int:
+    """``value`` as an int in [minimum, maximum] (either bound optional)."""
+    bounds = " and ".join(part for part in (
+        None if minimum is None else f">= {minimum}",
+        None if maximum is None else f"<= {maximum}") if part)
+    ok = is_integer(value) and (minimum is None or int(value) >= minimum) \
+        and (maximum is None or int(value) <= maximum)  # type: ignore[arg-type]
+    require(ok, name, "an integer" + (f" {bounds}" if bounds else ""), value)
+    return int(value)  # type: ignore[arg-type]
+
+
+def positive_int(value: object, name: str) -> int:
+    """``value`` as an int >= 1."""
+    return integer(value, name, 1)
+
+
+def finite_float(value: object, name: str, minimum: float | None = None,
+                 strict: bool = False, maximum: float | None = None) -> float:
+    """``value`` as a finite float, at least ``minimum`` (above it if ``strict``), at most
+    ``maximum``."""
+    parts = []
+    if minimum is not None:
+        parts.append(f"{'>' if strict else '>='} {minimum:g}")
+    if maximum is not None:
+        parts.append(f"<= {maximum:g}")
+    ok = is_number(value) and math.isfinite(float(value))  # type: ignore[arg-type]
+    if ok and minimum is not None:
+        x = float(value)  # type: ignore[arg-type]
+        ok = x > minimum if strict else x >= minimum
+    if ok and maximum is not None:
+        ok = float(value) <= maximum  # type: ignore[arg-type]
+    require(ok, name, "a finite number" + (f" {' and '.join(parts)}" if parts else ""), value)
+    return float(value)  # type: ignore[arg-type]
+
+
+def positive_float(value: object, name: str) -> float:
+    """``value`` as a finite float > 0."""
+    return finite_float(value, name, 0.0, strict=True)
+
+
+def optional(check: Any, value: object, name: str, *args: Any) -> Any:
+    """``None`` passes through; anything else goes through ``check(value, name, *args)``."""
+    return None if value is None else check(value, name, *args)
+
+
+def one_of(value: object, name: str, choices: Collection[object]) -> Any:
+    """``value`` if it is one of ``choices``."""
+    require(value in choices, name, f"one of {sorted(map(str, choices))}", value)
+    return value
+
+
+def known_keywords(given: dict, valid: Collection[str], what: str) -> None:
+    """Raise ``ValueError`` listing the valid keywords when ``given`` has others (friendlier
+    than Python's ``TypeError: unexpected keyword argument``)."""
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not a keyword of {what}; expected one of "
+                         f"{sorted(valid)}")
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (Linux MemAvailable; else physical)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return 2**62
+
+
+def require_memory(nbytes: int, name: str, what: str) -> None:
+    """Raise ``ValueError`` naming ``name`` when ``what`` needs more than the memory available
+    now (an estimate; refusing early beats a hang in the allocator)."""
+    available = available_memory()
+    if nbytes > available:
+        raise ValueError(f"{name}: too large: {what} would need about {nbytes / 2**30:.3g} GiB, "
+                         f"and {available / 2**30:.3g} GiB are available")
