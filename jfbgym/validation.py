@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 
@@ -68,6 +69,35 @@ def finite_float(value: object, name: str, minimum: float | None = None,
     return float(value)  # type: ignore[arg-type]
 
 
+# Ranges of physical parameters in which every problem's float32 arithmetic stays finite (a
+# wheelbase of 1e-300 makes ψ̇ = v tan δ / l overflow): lengths and masses, cost weights,
+# coordinates, initial spreads.
+SCALE = (1e-3, 1e3)
+WEIGHT = 1e6
+COORDINATE = 1e3
+SPREAD = 1e2
+
+
+def scale(value: object, name: str) -> float:
+    """A length, mass or similar positive scale, in [1e-3, 1e3]."""
+    return finite_float(value, name, SCALE[0], maximum=SCALE[1])
+
+
+def weight(value: object, name: str) -> float:
+    """A cost weight, in [0, 1e6]."""
+    return finite_float(value, name, 0.0, maximum=WEIGHT)
+
+
+def coordinate(value: object, name: str, limit: float = COORDINATE) -> float:
+    """A position, angle or speed, |value| <= ``limit`` (1e3 by default)."""
+    return finite_float(value, name, -limit, maximum=limit)
+
+
+def spread(value: object, name: str) -> float:
+    """A standard deviation of initial states, in [0, 1e2]."""
+    return finite_float(value, name, 0.0, maximum=SPREAD)
+
+
 def positive_float(value: object, name: str) -> float:
     """``value`` as a finite float > 0."""
     return finite_float(value, name, 0.0, strict=True)
@@ -111,9 +141,37 @@ def available_memory() -> int:
 
 
 def require_memory(nbytes: int, name: str, what: str) -> None:
-    """Raise ``ValueError`` naming ``name`` when ``what`` needs more than the memory available
-    now (an estimate; refusing early beats a hang in the allocator)."""
+    """Raise ``ValueError`` naming ``name`` when ``what`` needs more than half the memory
+    available now (an estimate, with room for the rest of the work: refusing early beats a hang
+    in the allocator or a machine driven into swap)."""
     available = available_memory()
-    if nbytes > available:
+    if nbytes > available / 2:
         raise ValueError(f"{name}: too large: {what} would need about {nbytes / 2**30:.3g} GiB, "
                          f"and {available / 2**30:.3g} GiB are available")
+
+
+def output_file(path: object, name: str) -> Path:
+    """``path`` as a file to write: its folder is created; a path that is a directory, runs
+    through a file, or has a name longer than the file system allows is a ``ValueError``."""
+    require(isinstance(path, (str, Path)) and str(path) != "", name, "a file path", path)
+    p = Path(path)
+    require(all(len(part.encode()) <= 255 for part in p.parts), name,
+            "a path whose names have at most 255 bytes", str(p)[:80] + "...")
+    require(not p.is_dir(), name, "a file path (that path is a directory)", str(p))
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{name}: expected a path whose folder can be created, got {str(p)!r} "
+                         f"({err.strerror})") from err
+    return p
+
+
+def output_dir(path: object, name: str) -> Path:
+    """``path`` as a directory that can be created or reused: not a file, names the file system
+    accepts (checked before any work starts, so a typo costs nothing)."""
+    require(isinstance(path, (str, Path)) and str(path) != "", name, "a directory path", path)
+    p = Path(path)
+    require(all(len(part.encode()) <= 255 for part in p.parts), name,
+            "a path whose names have at most 255 bytes", str(p)[:80] + "...")
+    require(not p.exists() or p.is_dir(), name, "a directory (that path is a file)", str(p))
+    return p

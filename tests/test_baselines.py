@@ -82,4 +82,4 @@ def test_baseline_cli(tmp_path, capsys) -> None:
                               "--episodes", "4"])
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "PPO" in out and "heuristic (hover PD)" in out and (tmp_path / "ppo/model.zip").is_file()
+    assert "PPO" in out and "heuristic (hover PD)" in out and (tmp_path / "ppo/policy.pt").is_file()

@@ -89,6 +89,42 @@ def test_hessian_matvec_matches_autograd_and_solve_inverts_it(prob):
     assert close(prob.hessian_u_solve(t, z, p, u.detach(), Hv), v, rel=1e-7)
 
 
+def test_dense_second_order_information_matches_autograd(prob):
+    """dynamics_jacobian, hamiltonian_hessian and terminal_hessian (the open-loop Newton solver's
+    inputs; analytic for QuadSwarm, torch.func elsewhere) against plain autograd rows."""
+    t, z, p, u = point(prob, 3, seed=6)
+    fz, fu = prob.dynamics_jacobian(t, z, u)
+    hzz, hzu, huu = prob.hamiltonian_hessian(t, z, p, u)
+    gzz = prob.terminal_hessian(z)
+    for b in range(3):
+        zb, ub = z[b:b + 1].clone().requires_grad_(), u[b:b + 1].clone().requires_grad_()
+        tb, pb = t[b:b + 1], p[b:b + 1]
+        jac = torch.autograd.functional.jacobian(
+            lambda zz, uu, tb=tb: prob.dynamics(tb, zz, uu)[0], (zb, ub))
+        assert close(fz[b], jac[0][:, 0]) and close(fu[b], jac[1][:, 0])
+        H = torch.autograd.functional.hessian(
+            lambda zz, uu, tb=tb, pb=pb: prob.hamiltonian(tb, zz, pb, uu)[0], (zb, ub))
+        assert close(hzz[b], H[0][0][0, :, 0]) and close(hzu[b], H[0][1][0, :, 0])
+        assert close(huu[b], H[1][1][0, :, 0])
+        G = torch.autograd.functional.hessian(lambda zz: prob.terminal_cost(zz)[0], zb)
+        assert close(gzz[b], G[0, :, 0])
+
+
+def test_largest_curvature_matches_the_dense_hessian(prob):
+    """The closed-form largest |eigenvalue| of H_uu (the JFB step 1/λ) where a problem has
+    one, and the power-iteration estimate used otherwise."""
+    from jfbgym.agents.implicit import curvature
+
+    t, z, p, u = point(prob, 4, seed=7)
+    dense = prob.hamiltonian_hessian(t, z, p, u)[2]
+    exact = torch.linalg.eigvalsh(dense).abs().amax(-1, keepdim=True)
+    closed = prob.hessian_u_max_eigenvalue(t, z, p, u)
+    assert closed is not None and close(closed, exact, rel=1e-10)
+    prob.hessian_u_max_eigenvalue = lambda *args: None  # as for a problem without one
+    estimate, _ = curvature(prob, t, z, p, u, iters=200)
+    assert bool((estimate <= exact * (1 + 1e-9)).all()) and close(estimate, exact, rel=1e-3)
+
+
 def test_optimal_control_is_stationary_and_beats_perturbations(prob):
     t, z, p, _ = point(prob, 6, seed=4)
     sol = prob.optimal_control(t, z, p)

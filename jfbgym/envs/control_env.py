@@ -7,7 +7,7 @@ docstrings are the documentation (Gymnasium style).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -44,20 +44,7 @@ def build_problem(env_id: str | None, problem: ControlProblem | None, dtype: tor
                 "either a problem or env_id with keywords, not both", type(problem).__name__)
         return problem
     require(env_id is not None, "env_id", "a registered id (or pass problem=)", env_id)
-    return problem_for_env(env_id, dtype=dtype, device=_device(device), **problem_kwargs)
-
-
-def _device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch.device that this torch can use (a clear error, not an
-    AssertionError from deep inside torch, for CUDA on a CPU-only build)."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device: expected a torch device such as 'cpu' or 'cuda', got "
-                         f"{device!r}") from err
-    require(device.type != "cuda" or torch.cuda.is_available(), "device",
-            "'cpu' (this torch has no usable CUDA device)", str(device))
-    return device
+    return problem_for_env(env_id, dtype=dtype, device=device, **problem_kwargs)
 
 
 def finite_array(values: Any, shape: tuple[int, ...], name: str = "action") -> np.ndarray:
@@ -193,7 +180,8 @@ class ControlEnv(gym.Env[np.ndarray, np.ndarray], _Seeding):
     **Version history**: v0 — first release.
     """
 
-    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": RENDER_FPS}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["human", "rgb_array"],
+                                          "render_fps": RENDER_FPS}
 
     def __init__(self, env_id: str | None = None, *, problem: ControlProblem | None = None,
                  render_mode: str | None = None, dtype: torch.dtype = torch.float64,
@@ -308,8 +296,9 @@ class ControlVectorEnv(VectorEnv, _Seeding):
     K = 1024 than one whole-batch call.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS,
-                "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"],
+                                          "render_fps": RENDER_FPS,
+                                          "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, env_id: str | None = None, num_envs: int = 1, *,
                  problem: ControlProblem | None = None, max_episode_steps: int | None = None,
@@ -323,6 +312,11 @@ class ControlVectorEnv(VectorEnv, _Seeding):
             raise ValueError(f"render_mode: expected one of {self.metadata['render_modes']} or "
                              f"None, got {render_mode!r}")
         self.problem = build_problem(env_id, problem, dtype, device, problem_kwargs)
+        self.chunk_size = chunk_size if chunk_size is not None else default_chunk_size(
+            self.problem, num_envs)
+        require_memory(self.problem.step_bytes(min(self.chunk_size, num_envs))
+                       + 8 * 8 * num_envs * (self.problem.state_dim + self.problem.control_dim),
+                       "num_envs", f"one step of {num_envs} envs")
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
         self.render_mode = render_mode
@@ -335,11 +329,6 @@ class ControlVectorEnv(VectorEnv, _Seeding):
         self._low = torch.as_tensor(low, dtype=self.problem.dtype, device=self.problem.device)
         self._high = torch.as_tensor(high, dtype=self.problem.dtype, device=self.problem.device)
         self._times = self.problem.times()
-        self.chunk_size = chunk_size if chunk_size is not None else default_chunk_size(
-            self.problem, num_envs)
-        require_memory(self.problem.step_bytes(min(self.chunk_size, num_envs))
-                       + 8 * 8 * num_envs * (self.problem.state_dim + self.problem.control_dim),
-                       "num_envs", f"one step of {num_envs} envs")
         self._z: Tensor | None = None
         self._k = torch.zeros(num_envs, dtype=torch.long, device=self.problem.device)
         self._done = torch.zeros(num_envs, dtype=torch.bool, device=self.problem.device)

@@ -5,7 +5,7 @@ the documentation.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -39,8 +39,9 @@ class ControlParallelEnv(ParallelEnv):
     ``state()`` is the global observation [z, t] (float32), ``state_space`` its Box.
     """
 
-    metadata = {"name": "jfbgym_control", "render_modes": ["human", "rgb_array"],
-                "is_parallelizable": True, "render_fps": ControlEnv.metadata["render_fps"]}
+    metadata: ClassVar[dict[str, Any]] = {
+        "name": "jfbgym_control", "render_modes": ["human", "rgb_array"],
+        "is_parallelizable": True, "render_fps": ControlEnv.metadata["render_fps"]}
 
     def __init__(self, env_id: str, *, render_mode: str | None = None,
                  neighbours: int | None = None, dtype: torch.dtype = torch.float64,

@@ -9,7 +9,8 @@ objective of ``shared/problems.md`` from them, so no problem re-derives those by
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -19,7 +20,6 @@ from torch import Tensor
 
 from jfbgym.validation import (
     finite_float,
-    positive_float,
     positive_int,
     require,
     require_memory,
@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 Time = float | Tensor
 Policy = Callable[[Tensor, Tensor], Tensor]
 MAX_NEIGHBOURS = 8  # default neighbours in a per-agent observation
+MAX_HORIZON = 1e4  # longer horizons overflow the problems' float32 costs
 
 
 class InnerSolution(NamedTuple):
@@ -99,12 +100,13 @@ class ControlProblem(torch.nn.Module):
         self.state_dim = positive_int(state_dim, "state_dim")
         self.control_dim = positive_int(control_dim, "control_dim")
         self.n_agents = positive_int(n_agents, "n_agents")
-        self.horizon = positive_float(horizon, "horizon")
+        self.horizon = finite_float(horizon, "horizon", 0.0, strict=True, maximum=MAX_HORIZON)
         self.n_steps = positive_int(n_steps, "n_steps")
         require(dtype in (torch.float32, torch.float64), "dtype",
                 "torch.float32 or torch.float64", dtype)
         self._dtype = dtype
-        self._device = torch.device(device)
+        self._device = torch_device(device)
+        self._trusted = 0
         # Refuse sizes that cannot fit before allocating anything (a hang or an allocator crash
         # is the alternative); each check names the argument that decides it.
         require_memory(8 * (self.n_steps + 1) * 4, "n_steps", "the time grid")
@@ -169,7 +171,20 @@ class ControlProblem(torch.nn.Module):
         require(x.device == self.device, name, f"device {self.device}", x.device)
         return x
 
+    @contextmanager
+    def trusted(self) -> Iterator[None]:
+        """Skip ``check_inputs`` inside the block: for inner loops (rollouts of the agent's own
+        policy) whose tensors are built by the library, where ~50 checks per time step cost a
+        fifth of a training iteration. Inputs from users are checked before entering."""
+        self._trusted += 1
+        try:
+            yield
+        finally:
+            self._trusted -= 1
+
     def check_inputs(self, z: Tensor, u: Tensor | None = None, p: Tensor | None = None) -> None:
+        if self._trusted:
+            return
         self.check_batch(z, "z", self.state_dim)
         for x, name, width in ((u, "u", self.control_dim), (p, "p", self.state_dim)):
             if x is not None:
@@ -213,6 +228,12 @@ class ControlProblem(torch.nn.Module):
         """(∇²_uu H) v without forming the matrix, shape (B, m)."""
         raise NotImplementedError
 
+    def hessian_u_max_eigenvalue(self, t: Time, z: Tensor, p: Tensor, u: Tensor
+                                 ) -> Tensor | None:
+        """The largest |eigenvalue| of ∇²_uu H per sample, (B, 1), in closed form where the
+        problem has one (the JFB step α = 1/λ_max); None: estimated by power iteration."""
+        return None
+
     def hessian_u_solve(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor,
                         damping: float = 0.0) -> Tensor:
         """(∇²_uu H + damping·I)⁻¹ v from per-agent blocks (or a low-rank update), (B, m).
@@ -226,6 +247,38 @@ class ControlProblem(torch.nn.Module):
                               ) -> Tensor:
         """Draw ``batch`` initial states from ρ, shape (B, n), reproducible from ``generator``."""
         raise NotImplementedError
+
+    # ------------------------------------------- dense second-order information
+    # For the open-loop Newton solver and the local value expansion: dense per-sample matrices,
+    # so for problems of moderate size. The defaults differentiate the analytic pieces above
+    # with torch.func (any problem works); problems override them where that is slow.
+    def dynamics_jacobian(self, t: Time, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """(∂f/∂z (B, n, n), ∂f/∂u (B, n, m)) per sample."""
+        from torch.func import jacrev, vmap
+
+        def f(t1: Tensor, z1: Tensor, u1: Tensor) -> Tensor:
+            return self.dynamics(t1.reshape(1), z1[None], u1[None])[0]
+
+        return vmap(jacrev(f, argnums=(1, 2)))(self.time_column(t, z)[:, 0], z, u)
+
+    def hamiltonian_hessian(self, t: Time, z: Tensor, p: Tensor, u: Tensor
+                            ) -> tuple[Tensor, Tensor, Tensor]:
+        """(H_zz (B, n, n), H_zu (B, n, m), H_uu (B, m, m)) of H = L + pᵀf per sample."""
+        from torch.func import jacfwd, vmap
+
+        def grads(t1: Tensor, z1: Tensor, p1: Tensor, u1: Tensor) -> tuple[Tensor, Tensor]:
+            args = (t1.reshape(1), z1[None], p1[None], u1[None])
+            return self.grad_z_hamiltonian(*args)[0], self.grad_u_hamiltonian(*args)[0]
+
+        (hzz, hzu), (_, huu) = vmap(jacfwd(grads, argnums=(1, 3)))(
+            self.time_column(t, z)[:, 0], z, p, u)
+        return hzz, hzu, huu
+
+    def terminal_hessian(self, z: Tensor) -> Tensor:
+        """∇²G (B, n, n) per sample."""
+        from torch.func import jacfwd, vmap
+
+        return vmap(jacfwd(lambda z1: self.grad_terminal_cost(z1[None])[0]))(z)
 
     # ---------------------------------------------------------------- derived
     def hamiltonian(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
@@ -285,6 +338,12 @@ class ControlProblem(torch.nn.Module):
                       nearest_relative_positions(pos, neighbours).flatten(2)]
         parts.append(self.time_column(t, z).unsqueeze(1).expand(-1, self.n_agents, 1))
         return torch.cat(parts, dim=-1)
+
+    def agent_decomposition(self) -> tuple[ControlProblem, float, Tensor] | None:
+        """When the cost is (close to) w·Σ_i J₁(z_i − o_i) for one single-agent problem J₁, i.e.
+        identical agents coupled only weakly: (that problem, w, offsets o (N, d)). Used for
+        value priors whose size does not grow with N; None: no such structure."""
+        return None
 
     def heuristic(self) -> FeedbackLaw | None:
         """A simple hand-written feedback law for this problem (a baseline), or None."""
@@ -471,6 +530,24 @@ def _running_cost(problem: ControlProblem, t: Time, z: Tensor, u: Tensor) -> Ten
 
 def _shift(t: Time, dt: float) -> Time:
     return t + dt
+
+
+def torch_device(device: object) -> torch.device:
+    """``device`` as a ``torch.device`` this torch can use: a clear ``ValueError`` (not an
+    AssertionError from deep inside torch) for CUDA on a CPU-only build or a bad name."""
+    try:
+        dev = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device: expected a torch device such as 'cpu' or 'cuda', got "
+                         f"{device!r}") from err
+    require(dev.type != "cuda" or torch.cuda.is_available(), "device",
+            "'cpu' (this torch has no usable CUDA device)", str(device))
+    require(dev.type != "cuda" or dev.index is None or dev.index < torch.cuda.device_count(),
+            "device", f"a CUDA index below {torch.cuda.device_count()}", str(device))
+    require(dev.type in ("cpu", "cuda", "mps") and (dev.type != "mps" or
+                                                     torch.backends.mps.is_available()),
+            "device", "'cpu', 'cuda' or an available 'mps'", str(device))
+    return dev
 
 
 def nearest_relative_positions(positions: Tensor, k: int) -> Tensor:

@@ -30,7 +30,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jfbgym.validation import finite_float, positive_float, positive_int, require
+from jfbgym.validation import (
+    SCALE,
+    SPREAD,
+    coordinate,
+    finite_float,
+    optional,
+    positive_int,
+    require,
+    scale,
+    spread,
+    weight,
+)
 
 from .base import DEFAULT_NEWTON, ControlProblem, InnerSolution, NewtonOptions, Time
 from .feedback import FeedbackLaw
@@ -119,30 +130,29 @@ class MultiBicycle(ControlProblem):
                  horizon: float = 4.0, n_steps: int = 60, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu") -> None:
         n = positive_int(n_agents, "n_agents")
-        self.wheelbase = positive_float(wheelbase, "wheelbase")
-        self.max_steering = positive_float(max_steering, "max_steering")
+        self.wheelbase = scale(wheelbase, "wheelbase")
+        self.max_steering = finite_float(max_steering, "max_steering", SCALE[0])
         require(self.max_steering < math.pi / 2, "max_steering", "a number in (0, π/2)",
                 max_steering)
-        self.alpha_int = finite_float(alpha_int, "alpha_int", 0.0)
-        self.radius = positive_float(radius, "radius")
-        self.interaction_cutoff = (None if interaction_cutoff is None
-                                   else positive_float(interaction_cutoff, "interaction_cutoff"))
-        self.alpha_G = finite_float(alpha_G, "alpha_G", 0.0)
+        self.alpha_int = weight(alpha_int, "alpha_int")
+        self.radius = scale(radius, "radius")
+        self.interaction_cutoff = optional(scale, interaction_cutoff, "interaction_cutoff")
+        self.alpha_G = weight(alpha_G, "alpha_G")
         if isinstance(target, Tensor):
             target = target.tolist()
         expected = f"a point (2,) or one point per agent ({n}, 2)"
         require(isinstance(target, (list, tuple)), "target", expected, target)
         if len(target) == 2 and not any(isinstance(v, (list, tuple)) for v in target):
-            self.target: list = [finite_float(v, "target") for v in target]
+            self.target: list = [coordinate(v, "target") for v in target]
             goal = [self.target] * n
         else:
             require(len(target) == n and all(isinstance(row, (list, tuple)) and len(row) == 2
                                              for row in target), "target", expected, target)
-            self.target = [[finite_float(v, "target") for v in row] for row in target]
+            self.target = [[coordinate(v, "target") for v in row] for row in target]
             goal = self.target
-        self.init_std = finite_float(init_std, "init_std", 0.0)
-        self.init_heading = finite_float(init_heading, "init_heading")
-        self.init_speed = finite_float(init_speed, "init_speed")
+        self.init_std = spread(init_std, "init_std")
+        self.init_heading = coordinate(init_heading, "init_heading")
+        self.init_speed = coordinate(init_speed, "init_speed", SPREAD)
         super().__init__(state_dim=AGENT_STATE * n, control_dim=AGENT_CONTROL * n, n_agents=n,
                          horizon=horizon, n_steps=n_steps, dtype=dtype, device=device)
         self.register_buffer("targets_xy", torch.tensor(goal, dtype=torch.float64).to(
@@ -184,6 +194,20 @@ class MultiBicycle(ControlProblem):
     def step_bytes(self, batch: int) -> int:
         return super().step_bytes(batch) + (kernel_bytes(batch, self.n_agents)
                                             if self.alpha_int else 0)
+
+    def agent_decomposition(self) -> tuple[MultiBicycle, float, Tensor]:
+        """One bicycle with the same parameters and no interaction, w = 1: the costs are sums
+        over bicycles. Offsets move each bicycle's target onto the first one."""
+        first = self.targets_xy[0].tolist()
+        single = MultiBicycle(n_agents=1, wheelbase=self.wheelbase,
+                              max_steering=self.max_steering, alpha_int=0.0, radius=self.radius,
+                              alpha_G=self.alpha_G, target=first, init_std=self.init_std,
+                              init_heading=self.init_heading, init_speed=self.init_speed,
+                              horizon=self.horizon, n_steps=self.n_steps, dtype=self.dtype,
+                              device=self.device)
+        offsets = torch.zeros(self.n_agents, AGENT_STATE, dtype=self.dtype, device=self.device)
+        offsets[:, :2] = self.targets_xy - self.targets_xy[0]
+        return single, 1.0, offsets
 
     def heuristic(self) -> SteerToTarget:
         return SteerToTarget(self)
@@ -285,6 +309,10 @@ class MultiBicycle(ControlProblem):
         diag = torch.stack([self._steering_curvature(z, p, u),
                             torch.ones_like(u[:, ::2])], dim=-1).reshape(u.shape)
         return diag * v
+
+    def hessian_u_max_eigenvalue(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        """The diagonal's largest magnitude: max(|φ''(δ_i)|, 1) over the agents."""
+        return self._steering_curvature(z, p, u).abs().amax(-1, keepdim=True).clamp_min(1.0)
 
     def hessian_u_solve(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor,
                         damping: float = 0.0) -> Tensor:

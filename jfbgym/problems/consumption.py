@@ -60,7 +60,9 @@ from .base import (
 from .feedback import FeedbackLaw
 
 MAX_GROWTH = 30.0  # |r|·T and |δ|·T at most this: e^{30} growth stays finite in float32
-MAX_LEVEL = 1e9  # largest initial wealth or habit magnitude
+MAX_LEVEL = 1e9  # largest initial wealth or habit magnitude, bequest weight, A or B
+MAX_EXPONENT = 10.0  # largest γ and θ: h^θ and κ^(−γ) stay finite in float32
+MAX_CURVATURE = 1e30  # largest utility curvature at the feasibility threshold
 CURVATURE_FLOOR = 1e-12  # smallest |∂²H/∂u_i²| the PD-modified Hessian solve uses
 INITIAL_MARGIN = 1e-2  # initial_control = h + this
 
@@ -96,8 +98,8 @@ def _diagonal(value: object, m: int, name: str) -> list[float]:
         value = value.tolist()
     if isinstance(value, (list, tuple)):
         require(len(value) == m, name, f"a number or a sequence of {m} numbers >= 0", value)
-        return [finite_float(v, name, 0.0) for v in value]
-    return [finite_float(value, name, 0.0)] * m
+        return [finite_float(v, name, 0.0, maximum=MAX_LEVEL) for v in value]
+    return [finite_float(value, name, 0.0, maximum=MAX_LEVEL)] * m
 
 
 class ConsumptionSavings(ControlProblem):
@@ -126,17 +128,24 @@ class ConsumptionSavings(ControlProblem):
         self._A, self._B = _diagonal(A, m, "A"), _diagonal(B, m, "B")
         self.eta = positive_float(eta, "eta")
         require(self.eta <= 1.0, "eta", "a number in (0, 1]", eta)
-        self.theta = positive_float(theta, "theta")
+        self.theta = finite_float(theta, "theta", 0.0, strict=True, maximum=MAX_EXPONENT)
         span = positive_float(horizon, "horizon")
-        self.r = finite_float(r, "r", -MAX_GROWTH / span, maximum=MAX_GROWTH / span)
-        self.delta = finite_float(delta, "delta", -MAX_GROWTH / span,
-                                  maximum=MAX_GROWTH / span)
-        self.gamma = positive_float(gamma, "gamma")
+        self.r, self.delta = finite_float(r, "r"), finite_float(delta, "delta")
+        for name, rate in (("r", self.r), ("delta", self.delta)):
+            require(abs(rate) * span <= MAX_GROWTH, name,
+                    f"|{name}|·horizon <= {MAX_GROWTH:g} (growth e^(rate·T) must stay finite "
+                    f"in float32; horizon = {span:g})", rate)
+        self.gamma = finite_float(gamma, "gamma", 0.0, strict=True, maximum=MAX_EXPONENT)
         require(self.gamma != 1.0, "gamma", "a number > 0 other than 1 (log utility)", gamma)
-        self.epsilon = positive_float(epsilon, "epsilon")
+        self.epsilon = finite_float(epsilon, "epsilon", 0.0, strict=True, maximum=MAX_LEVEL)
         self.kappa = finite_float(kappa, "kappa", 0.0, strict=True, maximum=1.0)
-        self.max_consumption = finite_float(max_consumption, "max_consumption", 0.0,
-                                            strict=True, maximum=MAX_LEVEL)
+        # U's continuation below κ has curvature γκ^(−γ−1): it must stay finite in float32
+        curvature = math.log(self.gamma) - (self.gamma + 1.0) * math.log(self.kappa)
+        require(curvature <= math.log(MAX_CURVATURE), "kappa",
+                f"a threshold whose utility curvature γκ^(−γ−1) stays below {MAX_CURVATURE:g} "
+                f"(with gamma = {self.gamma:g})", kappa)
+        self.max_consumption = finite_float(max_consumption, "max_consumption", 1e-3,
+                                            maximum=MAX_LEVEL)
         self.init_wealth = finite_float(init_wealth, "init_wealth", -MAX_LEVEL,
                                         maximum=MAX_LEVEL)
         self.init_wealth_spread = finite_float(init_wealth_spread, "init_wealth_spread", 0.0,
@@ -254,6 +263,10 @@ class ConsumptionSavings(ControlProblem):
         self.check_inputs(z, u, p)
         self.check_batch(v, "v", self.control_dim)
         return self._hessian_diagonal(t, z, p, u) * v
+
+    def hessian_u_max_eigenvalue(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        """H_uu is diagonal: its largest magnitude."""
+        return self._hessian_diagonal(t, z, p, u).abs().amax(-1, keepdim=True)
 
     def hessian_u_solve(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor,
                         damping: float = 0.0) -> Tensor:

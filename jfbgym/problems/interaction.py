@@ -46,6 +46,24 @@ def interaction(q: Tensor, radius: float = 1.0, cutoff: float | None = None) -> 
     return (E.sum((1, 2)) - E.diagonal(dim1=1, dim2=2).sum(-1)) / (4.0 * n)
 
 
+def interaction_hessian(q: Tensor, radius: float = 1.0, cutoff: float | None = None) -> Tensor:
+    """∇²_q W, dense, shape (B, N·k, N·k): block (i, j ≠ i) is E_ij [I − d dᵀ/r²] / (2N r²)
+    with d = q_i − q_j, and block (i, i) is minus the sum of row i's other blocks. For the
+    open-loop Newton solver at moderate N (its memory is (B, N², k²))."""
+    b, n, k = q.shape
+    if n < 2:
+        return q.new_zeros(b, n * k, n * k)
+    E = _kernel(q, radius, cutoff)
+    d = q.unsqueeze(2) - q.unsqueeze(1)  # d[b, i, j] = q_i − q_j
+    eye = torch.eye(k, dtype=q.dtype, device=q.device)
+    blocks = (E[..., None, None] * (eye - d.unsqueeze(-1) * d.unsqueeze(-2) / radius**2)
+              / (2.0 * n * radius**2))
+    idx = torch.arange(n, device=q.device)
+    blocks[:, idx, idx] = 0.0
+    blocks[:, idx, idx] = -blocks.sum(2)
+    return blocks.permute(0, 1, 3, 2, 4).reshape(b, n * k, n * k)
+
+
 def interaction_grad(q: Tensor, radius: float = 1.0, cutoff: float | None = None) -> Tensor:
     """∇_q W, shape (B, N, k): −1/(2N r²) Σ_j E_ij (q_i − q_j) (the cut-off is a.e. flat).
 

@@ -16,11 +16,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from jfbgym.validation import finite_float, integer, require
+from jfbgym.validation import WEIGHT, integer, require, spread
 
 from .base import DEFAULT_NEWTON, ControlProblem, InnerSolution, NewtonOptions, Time
 
 Matrix = Sequence[Sequence[float]] | Tensor
+BOX_GRID = 400  # RK4 steps of the Riccati ODE behind the action box
 
 
 def _double_integrator(dim: int) -> tuple[Tensor, Tensor]:
@@ -58,8 +59,8 @@ class LinearQuadratic(ControlProblem):
         R = _matrix(R, "R", torch.eye(m, dtype=torch.float64))
         Q_f = _matrix(Q_f, "Q_f", 10 * torch.eye(n, dtype=torch.float64))
         for M, name in ((A, "A"), (B, "B"), (Q, "Q"), (R, "R"), (Q_f, "Q_f")):
-            require(bool(torch.isfinite(M).all()), name, "a matrix of finite numbers",
-                    M.tolist())
+            require(bool(torch.isfinite(M).all()) and (M.numel() == 0 or float(M.abs().max()) <= WEIGHT),
+                    name, f"a matrix of finite numbers of magnitude <= {WEIGHT:g}", M.tolist())
         for M, name, k in ((Q, "Q", n), (Q_f, "Q_f", n), (R, "R", m)):
             require(M.shape == (k, k) and torch.allclose(M, M.T), name,
                     f"a symmetric ({k}, {k}) matrix", tuple(M.shape))
@@ -68,7 +69,7 @@ class LinearQuadratic(ControlProblem):
         for M, name in ((Q, "Q"), (Q_f, "Q_f")):
             require(bool(torch.linalg.eigvalsh(M).min() > -1e-12), name,
                     "a positive-semidefinite matrix", M.tolist())
-        init_std = finite_float(init_std, "init_std", 0.0)
+        init_std = spread(init_std, "init_std")
         super().__init__(state_dim=n, control_dim=m, n_agents=1, horizon=horizon,
                          n_steps=n_steps, dtype=dtype, device=device)
         self.init_std = init_std
@@ -109,6 +110,10 @@ class LinearQuadratic(ControlProblem):
     def hessian_u_matvec(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor) -> Tensor:
         return v @ self.R
 
+    def hessian_u_max_eigenvalue(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        """λ_max(R), the same for every sample."""
+        return torch.linalg.eigvalsh(self.R)[-1].expand(z.shape[0], 1)
+
     def hessian_u_solve(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor,
                         damping: float = 0.0) -> Tensor:
         if damping:
@@ -131,9 +136,12 @@ class LinearQuadratic(ControlProblem):
         return (self.init_std * x).to(dtype=self.dtype, device=self.device)
 
     def action_box(self) -> tuple[Tensor, Tensor]:
-        """|u_j| ≤ 10·max(σ₀, 1)·max_k ‖K_k‖_∞ (K_k the discrete Riccati gains): the optimal
-        feedback u = −K z for any |z|_∞ ≤ 10 σ₀ (σ₀ = ``init_std``), and at least 1."""
-        gains = self.discrete_riccati()[1]
+        """|u_j| ≤ 10·max(σ₀, 1)·max_t ‖K(t)‖_∞ (K = R⁻¹BᵀP the continuous-time Riccati gains,
+        on a fixed grid: the cost does not grow with n_steps): the optimal feedback u = −K z for
+        any |z|_∞ ≤ 10 σ₀ (σ₀ = ``init_std``), and at least 1. The discrete gains of the Euler
+        scheme are within O(h) of these, far inside the factor 10."""
+        P = self._riccati_path(BOX_GRID)
+        gains = torch.cholesky_solve(self.B.double().T, self.R_chol.double()) @ P
         bound = max(1.0, 10.0 * max(self.init_std, 1.0) * float(gains.abs().sum(-1).max()))
         high = torch.full((self.control_dim,), bound, dtype=self.dtype, device=self.device)
         return -high, high
@@ -163,6 +171,11 @@ class LinearQuadratic(ControlProblem):
 
     def continuous_riccati(self, n_substeps: int = 20) -> Tensor:
         """P(t_k) of the continuous problem on the grid t_k (RK4 backwards), shape (nt+1, n, n)."""
+        return self._riccati_path(self.n_steps * n_substeps)[::n_substeps]
+
+    def _riccati_path(self, steps: int) -> Tensor:
+        """P of the Riccati ODE Ṗ = −(Q + AᵀP + PA − PBR⁻¹BᵀP), P(T) = Q_f, at ``steps + 1``
+        equally spaced times from 0 to T (RK4 backwards), float64, (steps + 1, n, n)."""
         A, B, Q = self.A.double(), self.B.double(), self.Q.double()
         BRB = B @ torch.cholesky_solve(B.T, self.R_chol.double())
 
@@ -170,13 +183,12 @@ class LinearQuadratic(ControlProblem):
             return Q + A.T @ P + P @ A - P @ BRB @ P
 
         P, Ps = self.Q_f.double(), [self.Q_f.double()]
-        dt = self.step_size / n_substeps
-        for _ in range(self.n_steps):
-            for _ in range(n_substeps):
-                k1 = rhs(P)
-                k2 = rhs(P + dt / 2 * k1)
-                k3 = rhs(P + dt / 2 * k2)
-                k4 = rhs(P + dt * k3)
-                P = P + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        dt = self.horizon / steps
+        for _ in range(steps):
+            k1 = rhs(P)
+            k2 = rhs(P + dt / 2 * k1)
+            k3 = rhs(P + dt / 2 * k2)
+            k4 = rhs(P + dt * k3)
+            P = P + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
             Ps.append(P)
         return torch.stack(Ps[::-1])

@@ -36,11 +36,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jfbgym.validation import finite_float, one_of, positive_float, positive_int, require
+from jfbgym.validation import (
+    SCALE,
+    coordinate,
+    finite_float,
+    one_of,
+    optional,
+    positive_float,
+    positive_int,
+    require,
+    scale,
+    spread,
+    weight,
+)
 
 from .base import DEFAULT_NEWTON, ControlProblem, InnerSolution, NewtonOptions, Time
 from .feedback import FeedbackLaw
-from .interaction import interaction, interaction_grad, kernel_bytes
+from .interaction import interaction, interaction_grad, interaction_hessian, kernel_bytes
 from .lambertw import lambertw
 
 AGENT_STATE, AGENT_CONTROL = 12, 4
@@ -93,18 +105,17 @@ class QuadSwarm(ControlProblem):
                  init_std: float = 0.1, horizon: float = 4.5, n_steps: int = 160,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
         n = positive_int(n_agents, "n_agents")
-        self.mass = positive_float(mass, "mass")
-        self.gravity = finite_float(gravity, "gravity", 0.0)
-        self.alpha_int = finite_float(alpha_int, "alpha_int", 0.0)
-        self.radius = positive_float(radius, "radius")
-        self.interaction_cutoff = (None if interaction_cutoff is None
-                                   else positive_float(interaction_cutoff, "interaction_cutoff"))
-        self.alpha_G = finite_float(alpha_G, "alpha_G", 0.0)
+        self.mass = scale(mass, "mass")
+        self.gravity = finite_float(gravity, "gravity", 0.0, maximum=SCALE[1])
+        self.alpha_int = weight(alpha_int, "alpha_int")
+        self.radius = scale(radius, "radius")
+        self.interaction_cutoff = optional(scale, interaction_cutoff, "interaction_cutoff")
+        self.alpha_G = weight(alpha_G, "alpha_G")
         self.targets = one_of(targets, "targets", TARGET_KINDS)
         require(isinstance(target, (list, tuple)) and len(target) == 3, "target",
                 "a list or tuple of 3 numbers", target)
-        self.target = tuple(finite_float(v, "target") for v in target)
-        self.init_std = finite_float(init_std, "init_std", 0.0)
+        self.target = tuple(coordinate(v, "target") for v in target)
+        self.init_std = spread(init_std, "init_std")
         super().__init__(state_dim=AGENT_STATE * n, control_dim=AGENT_CONTROL * n, n_agents=n,
                          horizon=horizon, n_steps=n_steps, dtype=dtype, device=device)
         goal = torch.zeros(n, AGENT_STATE, dtype=torch.float64)
@@ -135,6 +146,16 @@ class QuadSwarm(ControlProblem):
     def target_positions(self) -> Tensor:
         """Each drone's hover point (N, 3)."""
         return self.targets_state[:, :3]
+
+    def agent_decomposition(self) -> tuple[QuadSwarm, float, Tensor]:
+        """One drone with the same parameters and no interaction, w = 1/N: with equal effort
+        per drone exp(½‖u‖²/N) is each drone's exp(½‖u_i‖²), and G is the mean of the drones'
+        terminal costs. Offsets move each drone's target onto the shared one."""
+        single = QuadSwarm(n_agents=1, mass=self.mass, gravity=self.gravity, alpha_int=0.0,
+                           radius=self.radius, alpha_G=self.alpha_G, target=self.target,
+                           init_std=self.init_std, horizon=self.horizon, n_steps=self.n_steps,
+                           dtype=self.dtype, device=self.device)
+        return single, 1.0 / self.n_agents, self.targets_state - single.targets_state
 
     def heuristic(self) -> HoverPD:
         return HoverPD(self)
@@ -224,6 +245,13 @@ class QuadSwarm(ControlProblem):
         es = torch.exp(self._control_cost_exponent(u)).unsqueeze(-1)
         return es * (v / n + u * (u * v).sum(-1, keepdim=True) / n**2)
 
+    def hessian_u_max_eigenvalue(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        """e^{s}(1/N + ‖u‖²/N²): the eigenvalue of e^{s}(I/N + uuᵀ/N²) along u (the others are
+        e^{s}/N)."""
+        n = self.n_agents
+        return torch.exp(self._control_cost_exponent(u)).unsqueeze(-1) * (
+            1.0 / n + (u * u).sum(-1, keepdim=True) / n**2)
+
     def hessian_u_solve(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor,
                         damping: float = 0.0) -> Tensor:
         """(c I + a u uᵀ)⁻¹ v by Sherman–Morrison, c = e^{s}/N + damping, a = e^{s}/N².
@@ -242,6 +270,66 @@ class QuadSwarm(ControlProblem):
         inv_c = n * e_minus / (1.0 + damping * n * e_minus)
         beta = 1.0 / (n + uu + damping * n**2 * e_minus)
         return inv_c * (v - beta * (u * v).sum(-1, keepdim=True) * u)
+
+    # ------------------------------------------- dense second-order information
+    def _blocks(self, rows: int, cols: int, z: Tensor) -> Tensor:
+        return z.new_zeros(z.shape[0], self.n_agents, rows, cols)
+
+    def _block_diagonal(self, blocks: Tensor) -> Tensor:
+        """(B, N, r, c) per-agent blocks -> (B, N·r, N·c) block-diagonal."""
+        b, n, r, c = blocks.shape
+        eye = torch.eye(n, dtype=blocks.dtype, device=blocks.device)
+        return (eye[None, :, None, :, None] * blocks.unsqueeze(3)).reshape(b, n * r, n * c)
+
+    def dynamics_jacobian(self, t: Time, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Per drone: q̇ = v, angle rates = ω, v̇ = (u₁/m) d(angles) − g e_z, ω̇ = (u₂, u₃, u₄)."""
+        self.check_inputs(z, u)
+        Z, U = self.agents(z), self.agents(u)
+        d, J = thrust_direction(Z[..., 3:6], jacobian=True)
+        eye3 = torch.eye(3, dtype=z.dtype, device=z.device)
+        fz = self._blocks(AGENT_STATE, AGENT_STATE, z)
+        fz[..., 0:3, 6:9] = eye3
+        fz[..., 3:6, 9:12] = eye3
+        fz[..., 6:9, 3:6] = U[..., :1, None] / self.mass * J
+        fu = self._blocks(AGENT_STATE, AGENT_CONTROL, z)
+        fu[..., 6:9, 0] = d / self.mass
+        fu[..., 9:12, 1:4] = eye3
+        return self._block_diagonal(fz), self._block_diagonal(fu)
+
+    def hamiltonian_hessian(self, t: Time, z: Tensor, p: Tensor, u: Tensor
+                            ) -> tuple[Tensor, Tensor, Tensor]:
+        """H_uu = e^s(I/N + uuᵀ/N²) (dense: the exponential couples every control); per drone
+        the angle block (u₁/m) Σ_c p_v,c ∇²d_c (forward-over-reverse autodiff of the 3-variable
+        thrust direction) and H_(angles, u₁) = (∂d/∂angles)ᵀp_v / m; α_int ∇²W on positions."""
+        from torch.func import hessian, vmap
+
+        self.check_inputs(z, u, p)
+        Z, P, U = self.agents(z), self.agents(p), self.agents(u)
+        angles, pv = Z[..., 3:6].reshape(-1, 3), P[..., 6:9].reshape(-1, 3)
+        curvature = vmap(hessian(lambda a, w: (thrust_direction(a)[0] * w).sum()))(angles, pv)
+        _, J = thrust_direction(Z[..., 3:6], jacobian=True)
+        hzz = self._blocks(AGENT_STATE, AGENT_STATE, z)
+        hzz[..., 3:6, 3:6] = U[..., :1, None] / self.mass * curvature.view(*Z.shape[:2], 3, 3)
+        hzz = self._block_diagonal(hzz)
+        if self.alpha_int:
+            pos = torch.arange(self.n_agents, device=z.device)[:, None] * AGENT_STATE \
+                + torch.arange(3, device=z.device)
+            pos = pos.reshape(-1)
+            hzz[:, pos[:, None], pos[None, :]] += self.alpha_int * interaction_hessian(
+                Z[..., :3], self.radius, self.interaction_cutoff)
+        hzu = self._blocks(AGENT_STATE, AGENT_CONTROL, z)
+        hzu[..., 3:6, 0] = (J * P[..., 6:9].unsqueeze(-1)).sum(-2) / self.mass
+        n = self.n_agents
+        es = torch.exp(self._control_cost_exponent(u))[:, None, None]
+        eye = torch.eye(self.control_dim, dtype=z.dtype, device=z.device)
+        huu = es * (eye / n + u.unsqueeze(-1) * u.unsqueeze(-2) / n**2)
+        return hzz, self._block_diagonal(hzu), huu
+
+    def terminal_hessian(self, z: Tensor) -> Tensor:
+        """α_G/(2N) I."""
+        self.check_inputs(z)
+        eye = torch.eye(self.state_dim, dtype=z.dtype, device=z.device)
+        return (self.alpha_G / (2.0 * self.n_agents) * eye).expand(z.shape[0], -1, -1)
 
     def closed_form_control(self, t: Time, z: Tensor, p: Tensor) -> Tensor:
         """u* = −N e^{−w/2} q, w = W₀(N‖q‖²), q = B(z)ᵀp; differentiable in z and p."""
