@@ -27,7 +27,7 @@ from jfbgym.evaluation import (
     score_methods,
 )
 from jfbgym.problems import problem_for_env, strip_namespace
-from jfbgym.validation import positive_float, positive_int, require
+from jfbgym.validation import output_dir, positive_float, positive_int, require
 
 
 @dataclass
@@ -56,6 +56,7 @@ class CompareConfig:
                 "openloop_iters", "an integer >= 0", self.openloop_iters)
         require(set(self.algos) <= {"ppo", "sac"}, "algos", "a subset of ('ppo', 'sac')",
                 self.algos)
+        output_dir(self.out, "out")
         problem_for_env(self.env_id, **self.env_kwargs)  # validates the id and kwargs
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from jfbgym.validation import output_file
+
 
 def agg_figure(width: float, height: float, dpi: int = 100) -> Any:
     """A matplotlib ``Figure`` of ``width`` x ``height`` inches on its own Agg canvas."""
@@ -31,8 +33,7 @@ def to_rgb(fig: Any) -> np.ndarray:
 
 def save(fig: Any, path: str | Path) -> Path:
     """``fig`` written to ``path`` (parent folders created) after a tight layout."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_file(path, "path")
     fig.tight_layout()
     fig.savefig(path)
     return path

@@ -1,17 +1,30 @@
 """Open-loop reference: optimise each initial state's control sequence directly.
 
 A feedback policy can do no better on a given initial state x than the best control *sequence*
-for x, so minimising the differentiable discrete objective ``problem.objective(U, x)`` over
-U ∈ ℝ^{nt×m} gives the yardstick J*(x) against which every policy's optimality gap is measured.
-The objective is separable over the batch, so one optimiser over the stacked sequences
-minimises every state's J at once (its Hessian is block-diagonal across states).
+for x, so minimising the discrete objective ``problem.objective(U, x)`` over U ∈ ℝ^{nt×m} gives
+the yardstick J*(x) against which every policy's optimality gap is measured. The objective is
+separable over the batch, so every state is solved at once.
 
-Stopping rule (the stated tolerance): the per-state residual is the largest stationarity error
-``max_k ‖∂J/∂u_k‖_∞ / h`` — i.e. ‖∇_u H‖ along the trajectory, the discrete maximum principle —
-and the reference is ``converged`` when every state's residual is ``<= tol``. The optimisation
-runs in float64 on a copy of the problem whatever the problem's own dtype. Non-convex problems
-can stop in a local minimum: pass warm starts (e.g. a policy's own controls) through ``init``;
-the best of all starts is kept per state, so J* never exceeds a warm start's cost.
+Solvers (``method``):
+
+* ``"newton"`` (the default where the per-step matrices fit): stagewise Newton on the discrete
+  problem, i.e. DDP with exact second derivatives (Pantoja's method): the adjoint pass gives
+  the gradient, a backward Riccati pass on the Hessians of the Hamiltonian along the trajectory
+  (``ControlProblem.hamiltonian_hessian``) gives the Newton step in feedback form, and a
+  closed-loop forward pass with a per-state line search and Levenberg–Marquardt damping applies
+  it. Quadratic convergence: residuals of 1e-8 in 15–50 iterations where L-BFGS stalls at 1–100
+  (the terminal weight α_G = 1000 makes the problem stiff in a few directions).
+* ``"lbfgs"``: strong-Wolfe L-BFGS, for problems too large for dense per-step matrices.
+* ``"adam"``.
+
+Certificate: the per-state residual is the largest stationarity error ``max_k ‖∂J/∂u_k‖_∞ / h``
+(‖∇_uH‖ along the trajectory, the discrete maximum principle), and the reference is
+``converged`` when every state's residual is ``<= tol``. Newton also reports ``second_order``:
+the reduced Hessian is positive definite at the solution (every Riccati step's Q_uu is), so each
+state's J* is a strict local minimum. The problem is non-convex: several starts are solved
+(nominal control, zero, and any warm starts such as a policy's own controls) and the best is kept
+per state, so J* never exceeds a warm start's cost. Everything runs in float64 on a copy of the
+problem whatever the problem's own dtype.
 """
 
 from __future__ import annotations
@@ -29,10 +42,15 @@ from jfbgym.validation import positive_float, positive_int, require
 Start = Tensor | Callable[[Tensor, Tensor], Tensor]
 
 
+METHODS = ("newton", "lbfgs", "adam")
+NEWTON_BYTES = 2**28  # per-step matrices of one chunk of states (256 MB): larger -> smaller chunks
+
+
 @dataclass(frozen=True)
 class OpenLoopResult:
     """Per-state optimal control sequences ``controls (B, nt, m)``, their objective ``cost (B,)``
-    (float64), the stationarity ``residual (B,)``, iterations used, and ``converged``."""
+    (float64), the stationarity ``residual (B,)``, iterations used, ``converged``, the method,
+    and (Newton) whether each state's reduced Hessian is positive definite (``second_order``)."""
 
     controls: Tensor
     cost: Tensor
@@ -40,6 +58,17 @@ class OpenLoopResult:
     iterations: int
     converged: bool
     tol: float
+    method: str = "lbfgs"
+    second_order: Tensor | None = None
+
+    def certificate(self) -> str:
+        """One line: method, worst residual against tolerance, second-order status."""
+        text = (f"{self.method}: stationarity residual max {float(self.residual.max()):.2g} "
+                f"(tol {self.tol:g}: {'converged' if self.converged else 'NOT converged'})")
+        if self.second_order is not None:
+            text += (f", reduced Hessian positive definite for "
+                     f"{int(self.second_order.sum())}/{self.second_order.numel()} states")
+        return text
 
 
 def _initial_sequence(problem: ControlProblem, x0: Tensor, init: Start | None) -> Tensor:
@@ -64,6 +93,164 @@ def _residual(problem: ControlProblem, x0: Tensor, U: Tensor) -> tuple[Tensor, T
     cost = problem.objective(U, x0)
     (grad,) = torch.autograd.grad(cost.sum(), U)
     return cost.detach(), grad.abs().amax(dim=(1, 2)) / problem.step_size
+
+
+# ----------------------------------------------------------------------------- Newton
+def adjoint(problem: ControlProblem, states: Tensor, controls: Tensor
+            ) -> tuple[Tensor, Tensor]:
+    """The discrete adjoint of a trajectory with its controls held fixed, and ∂J/∂u:
+    λ_N = ∇G(z_N), λ_k = λ_{k+1} + h ∇_zH(t_k, z_k, λ_{k+1}, u_k) (the gradient of the cost-to-go
+    from step k with respect to z_k: PMP's costate, ∇V at an optimum), and
+    ∂J/∂u_k = h ∇_uH(t_k, z_k, λ_{k+1}, u_k). Shapes (B, nt + 1, n) and (B, nt, m)."""
+    times, h = problem.times(), problem.step_size
+    lam = problem.grad_terminal_cost(states[:, -1])
+    lams, grads = [lam], []
+    for k in range(problem.n_steps - 1, -1, -1):
+        z, u = states[:, k], controls[:, k]
+        grads.append(h * problem.grad_u_hamiltonian(times[k], z, lam, u))
+        lam = lam + h * problem.grad_z_hamiltonian(times[k], z, lam, u)
+        lams.append(lam)
+    return torch.stack(lams[::-1], 1), torch.stack(grads[::-1], 1)
+
+
+def _trajectory(problem: ControlProblem, x0: Tensor, controls: Tensor) -> tuple[Tensor, Tensor]:
+    """(states (B, nt + 1, n), cost (B,)) of an open-loop control sequence, without a graph."""
+    with torch.no_grad():
+        traj = problem.rollout(controls, x0)
+    return traj.states, traj.cost
+
+
+def _closed_loop(problem: ControlProblem, x0: Tensor, states: Tensor, controls: Tensor,
+                 K: Tensor, k: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Newton's forward pass: u_k = ū_k + α k_k + K_k (z_k − z̄_k) along the new trajectory."""
+    step = 0
+
+    def policy(t: Tensor, z: Tensor) -> Tensor:
+        nonlocal step
+        i = step
+        step += 1
+        dz = (z - states[:, i]).unsqueeze(-1)
+        return controls[:, i] + alpha[:, None] * k[:, i] + (K[:, i] @ dz).squeeze(-1)
+
+    with torch.no_grad():
+        traj = problem.rollout(policy, x0)
+    return traj.states, traj.controls, traj.cost
+
+
+def stage_matrices(problem: ControlProblem, states: Tensor, controls: Tensor, lams: Tensor
+                    ) -> tuple[Tensor, ...]:
+    """F_z = I + h f_z, F_u = h f_u and h·∇²H at (z_k, λ_{k+1}, u_k), all steps at once:
+    (B, nt, n, n), (B, nt, n, m), (B, nt, n, n), (B, nt, n, m), (B, nt, m, m)."""
+    b, nt, m = controls.shape
+    n, h = problem.state_dim, problem.step_size
+    t = problem.times()[:-1].repeat(b)
+    z, u = states[:, :-1].reshape(b * nt, n), controls.reshape(b * nt, m)
+    fz, fu = problem.dynamics_jacobian(t, z, u)
+    hzz, hzu, huu = problem.hamiltonian_hessian(t, z, lams[:, 1:].reshape(b * nt, n), u)
+    eye = torch.eye(n, dtype=z.dtype, device=z.device)
+    return ((eye + h * fz).view(b, nt, n, n), (h * fu).view(b, nt, n, m),
+            (h * hzz).view(b, nt, n, n), (h * hzu).view(b, nt, n, m), (h * huu).view(b, nt, m, m))
+
+
+def riccati_pass(problem: ControlProblem, states: Tensor, grads: Tensor, stages: tuple,
+                 mu: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The backward pass of stagewise Newton with damping ``mu`` (B,): feedback gains K
+    (B, nt, m, n), steps k (B, nt, m), the cost-to-go Hessians S (B, nt + 1, n, n), the
+    predicted decrease terms (Σ kᵀq, ½ Σ kᵀQ_uu k) and a mask of states whose Q_uu + μI was
+    not positive definite at some step."""
+    Fz, Fu, Mzz, Mzu, Muu = stages
+    b, nt, m = grads.shape
+    eye_m = torch.eye(m, dtype=grads.dtype, device=grads.device)
+    S = problem.terminal_hessian(states[:, -1])
+    s = torch.zeros_like(states[:, -1])
+    Ks, ks, Ss = [], [], [S]
+    linear = torch.zeros(b, dtype=grads.dtype, device=grads.device)
+    quadratic = torch.zeros_like(linear)
+    failed = torch.zeros(b, dtype=torch.bool, device=grads.device)
+    for i in range(nt - 1, -1, -1):
+        FzT, FuT = Fz[:, i].transpose(1, 2), Fu[:, i].transpose(1, 2)
+        SFz = S @ Fz[:, i]
+        Qzz = Mzz[:, i] + FzT @ SFz
+        Quu = Muu[:, i] + FuT @ S @ Fu[:, i]
+        Quz = Mzu[:, i].transpose(1, 2) + FuT @ SFz
+        qu = grads[:, i] + (FuT @ s.unsqueeze(-1)).squeeze(-1)
+        qz = (FzT @ s.unsqueeze(-1)).squeeze(-1)
+        Quu = 0.5 * (Quu + Quu.transpose(1, 2))
+        L, info = torch.linalg.cholesky_ex(Quu + mu[:, None, None] * eye_m)
+        bad = info > 0
+        failed |= bad
+        L = torch.where(bad[:, None, None], eye_m.expand(b, m, m), L)
+        k = -torch.cholesky_solve(qu.unsqueeze(-1), L).squeeze(-1)
+        K = -torch.cholesky_solve(Quz, L)
+        S = Qzz + K.transpose(1, 2) @ Quz  # Q_zz − Q_uzᵀ Q_uu⁻¹ Q_uz
+        S = 0.5 * (S + S.transpose(1, 2))
+        s = qz + (Quz.transpose(1, 2) @ k.unsqueeze(-1)).squeeze(-1)
+        linear = linear + (k * qu).sum(-1)
+        quadratic = quadratic + 0.5 * (k * (Quu @ k.unsqueeze(-1)).squeeze(-1)).sum(-1)
+        Ks.append(K)
+        ks.append(k)
+        Ss.append(S)
+    return (torch.stack(Ks[::-1], 1), torch.stack(ks[::-1], 1), torch.stack(Ss[::-1], 1),
+            linear, quadratic, failed)
+
+
+def _newton(problem: ControlProblem, x0: Tensor, U0: Tensor, tol: float, max_iters: int
+            ) -> tuple[Tensor, int, Tensor]:
+    """Stagewise Newton from U0: (controls, iterations, second-order certificate per state)."""
+    b = x0.shape[0]
+    h = problem.step_size
+    U = U0.clone()
+    Z, J = _trajectory(problem, x0, U)
+    mu = torch.zeros(b, dtype=x0.dtype, device=x0.device)  # damping only where Q_uu needs it
+    it = 0
+    for it in range(1, max_iters + 1):
+        lams, grads = adjoint(problem, Z, U)
+        active = grads.abs().amax((1, 2)) / h > tol
+        if not bool(active.any()):
+            it -= 1
+            break
+        stages = stage_matrices(problem, Z, U, lams)
+        K, k, _, linear, quadratic, failed = riccati_pass(problem, Z, grads, stages, mu)
+        retry = failed & active
+        while bool(retry.any()) and float(mu[retry].min()) < 1e12:
+            # more damping where Q_uu + μI was not positive definite; only those states redo
+            # the backward pass
+            mu = torch.where(retry, (mu * 10).clamp(1e-6, 1e12), mu)
+            idx = retry.nonzero().squeeze(1)
+            sub = riccati_pass(problem, Z[idx], grads[idx], tuple(m[idx] for m in stages),
+                               mu[idx])
+            K, k, linear, quadratic = (full.index_put((idx,), part) for full, part in
+                                       zip((K, k, linear, quadratic), (*sub[:2], *sub[3:5])))
+            retry = retry.index_put((idx,), sub[5])
+        alpha = torch.ones_like(mu)
+        accepted = ~active
+        for _ in range(20):  # per-state backtracking on the closed-loop forward pass
+            Zc, Uc, Jc = _closed_loop(problem, x0, Z, U, K, k, alpha)
+            predicted = (alpha * linear + alpha**2 * quadratic).clamp_max(0.0)
+            ok = ~accepted & torch.isfinite(Jc) & (Jc - J <= 0.1 * predicted + 1e-14 * J.abs())
+            U = torch.where(ok[:, None, None], Uc, U)
+            Z = torch.where(ok[:, None, None], Zc, Z)
+            J = torch.where(ok, Jc, J)
+            full = ok & (alpha == 1.0)
+            mu = torch.where(full, mu / 10, mu)
+            mu = torch.where(mu < 1e-9, torch.zeros_like(mu), mu)
+            accepted |= ok
+            if bool(accepted.all()):
+                break
+            alpha = torch.where(accepted, alpha, 0.5 * alpha)
+        mu = torch.where(accepted, mu, (mu * 10).clamp(1e-6, 1e12))
+    lams, grads = adjoint(problem, Z, U)
+    stages = stage_matrices(problem, Z, U, lams)
+    failed = riccati_pass(problem, Z, grads, stages, torch.zeros_like(mu))[-1]
+    return U, it, ~failed
+
+
+def _chunk(problem: ControlProblem) -> int | None:
+    """States per Newton chunk so its per-step matrices stay under NEWTON_BYTES; None when a
+    single state does not fit (use L-BFGS)."""
+    n, m = problem.state_dim, problem.control_dim
+    per_state = 8 * 3 * problem.n_steps * (n + m) ** 2
+    return None if per_state > NEWTON_BYTES else max(1, NEWTON_BYTES // per_state)
 
 
 def _optimise(problem: ControlProblem, x0: Tensor, U0: Tensor, method: str, tol: float,
@@ -105,42 +292,65 @@ def _optimise(problem: ControlProblem, x0: Tensor, U0: Tensor, method: str, tol:
 
 
 def open_loop_optimum(problem: ControlProblem, x0: Tensor, *, init: Start | Sequence[Start] | None
-                      = None, method: str = "lbfgs", tol: float = 1e-5, max_iters: int = 2000,
+                      = None, method: str = "auto", tol: float = 1e-7, max_iters: int | None = None,
                       lr: float = 1e-2) -> OpenLoopResult:
     """Minimise ``problem.objective(U, x0)`` over control sequences U, per initial state.
 
-    ``init``: None (zeros), a sequence ``(B, nt, m)``, a feedback policy ``(t, z) -> u`` whose
-    rollout supplies the start, or a list of these (each is optimised; the best is kept per
-    state). ``method``: ``"lbfgs"`` (strong-Wolfe L-BFGS, the default) or ``"adam"`` (``lr``).
-    ``tol`` bounds the stationarity residual (see the module docstring); ``max_iters`` is per
-    start.
+    ``init``: None (the problem's nominal control ``initial_control`` and zero), a sequence
+    ``(B, nt, m)``, a feedback policy ``(t, z) -> u`` whose rollout supplies the start, or a list
+    of these: each is optimised and the best is kept per state. ``method``: ``"newton"``,
+    ``"lbfgs"``, ``"adam"`` (``lr``) or ``"auto"`` (Newton when its per-step matrices fit, else
+    L-BFGS). ``tol`` bounds the stationarity residual (see the module docstring);
+    ``max_iters`` is per start (default 100 for Newton, 2000 otherwise).
     """
     require(isinstance(problem, ControlProblem), "problem", "a ControlProblem",
             type(problem).__name__)
     problem.check_batch(x0, "x0", problem.state_dim)
-    require(method in ("lbfgs", "adam"), "method", "'lbfgs' or 'adam'", method)
+    require(method in (*METHODS, "auto"), "method", f"one of {(*METHODS, 'auto')}", method)
     tol = positive_float(tol, "tol")
-    max_iters = positive_int(max_iters, "max_iters")
     lr = positive_float(lr, "lr")
     ref = copy.deepcopy(problem).to(torch.float64)
+    chunk = _chunk(ref)
+    if method == "auto":
+        method = "newton" if chunk is not None else "lbfgs"
+    require(method != "newton" or chunk is not None, "method",
+            "'lbfgs' or 'adam' (Newton's per-step matrices do not fit for this problem)", method)
+    max_iters = positive_int(max_iters if max_iters is not None else
+                             (100 if method == "newton" else 2000), "max_iters")
     x = x0.detach().to(torch.float64)
-    starts = list(init) if isinstance(init, (list, tuple)) else [init]
+    if init is None:
+        shape = (x0.shape[0], problem.n_steps, problem.control_dim)
+        nominal = problem.initial_control(0.0, x0).unsqueeze(1).expand(shape)
+        starts: list = [nominal] if not bool((nominal == 0).all()) else []
+        starts.append(torch.zeros(shape, dtype=x0.dtype, device=x0.device))
+    else:
+        starts = list(init) if isinstance(init, (list, tuple)) else [init]
     require(len(starts) >= 1, "init", "at least one start", init)
-    best_U = best_cost = best_res = None
+    best_U = best_cost = best_res = best_second = None
     iterations = 0
     for start in starts:
         U0 = _initial_sequence(problem, x0, start).to(torch.float64)
-        U, its = _optimise(ref, x, U0, method, tol, max_iters, lr)
+        if method == "newton":
+            parts = [_newton(ref, xs, Us, tol, max_iters)
+                     for xs, Us in zip(x.split(chunk), U0.split(chunk))]
+            U = torch.cat([p[0] for p in parts])
+            its = max(p[1] for p in parts)
+            second = torch.cat([p[2] for p in parts])
+        else:
+            U, its = _optimise(ref, x, U0, method, tol, max_iters, lr)
+            second = None
         iterations = max(iterations, its)
         cost, res = _residual(ref, x, U)
         if best_U is None:
-            best_U, best_cost, best_res = U, cost, res
+            best_U, best_cost, best_res, best_second = U, cost, res, second
             continue
         better = cost < best_cost
         best_U = torch.where(better[:, None, None], U, best_U)
         best_cost = torch.where(better, cost, best_cost)
         best_res = torch.where(better, res, best_res)
+        if second is not None:
+            best_second = torch.where(better, second, best_second)
     require(bool(torch.isfinite(best_cost).all()), "problem",
             "a finite objective along the optimised sequences", best_cost.tolist())
     return OpenLoopResult(best_U, best_cost, best_res, iterations,
-                          bool(best_res.max() <= tol), tol)
+                          bool(best_res.max() <= tol), tol, method, best_second)

@@ -20,7 +20,7 @@ from jfbgym.envs.rendering import FRAME_SIZE, render_frame
 from jfbgym.figures import agg_figure, save, to_rgb
 from jfbgym.problems.base import ControlProblem, Trajectory
 from jfbgym.rollout import initial_states, resolve_problem, rollout
-from jfbgym.validation import positive_int, require
+from jfbgym.validation import output_file, positive_int, require
 
 FPS = 20
 
@@ -45,8 +45,7 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = FPS) 
     from moviepy import VideoClip
 
     require(len(frames) >= 1, "frames", "at least one frame", len(frames))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_file(path, "path")
     fps = positive_int(fps, "fps")
     frames = list(frames)
     # Frame k is shown at t = k/fps. moviepy writes int(duration·fps) frames and maps t to a

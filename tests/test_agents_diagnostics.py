@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from jfbgym.agents import JFBAgent
+from jfbgym.agents.config import TrainConfig
 from jfbgym.agents.diagnostics import contraction, m_theta_singular_values
-from jfbgym.agents.train import TrainConfig, train
+from jfbgym.agents.train import train
 from jfbgym.cli import main as cli
 
 
@@ -20,7 +21,8 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("diag") / "quad"
     train(TrainConfig(env_id="QuadSwarm-v0", n_agents=2, problem_kwargs={"n_steps": 8},
                       iters=2, batch=4, val_batch=4, width=8, rank=3, solver="gradient",
-                      alpha=0.3, checkpoint_every=1, dtype="float64", out=str(out)),
+                      alpha=0.3, checkpoint_every=1, dtype="float64", prior="none",
+                      normalise=False, out=str(out)),
           progress=False)
     return out
 

@@ -10,7 +10,8 @@ import torch
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from jfbgym.agents import JFBAgent
-from jfbgym.agents.train import TrainConfig, train
+from jfbgym.agents.config import TrainConfig
+from jfbgym.agents.train import train
 from jfbgym.envs import parallel_env
 
 

@@ -38,7 +38,7 @@ def _agent(solver: SolverOptions, **problem) -> JFBAgent:
     torch.manual_seed(0)
     agent = JFBAgent.build("QuadSwarm-v0", {"n_agents": 2, "n_steps": 6, "horizon": 1.0,
                                             **problem}, width=8, depth=3, rank=4,
-                           solver=solver, dtype=F64)
+                           solver=solver, dtype=F64, prior="none", normalise=False)
     with torch.no_grad():  # a non-trivial value function so that controls are far from hover
         for p in agent.network.parameters():
             p.add_(0.3 * torch.randn_like(p))

@@ -7,22 +7,24 @@ from jfbgym.openloop import open_loop_optimum
 from jfbgym.problems import make_problem
 
 
-@pytest.mark.parametrize("method", ["lbfgs", "adam"])
+@pytest.mark.parametrize("method", ["newton", "lbfgs", "adam"])
 def test_open_loop_matches_riccati(method: str) -> None:
     prob = make_problem("LinearQuadratic", n_steps=20, dtype=torch.float64)
     x0 = prob.sample_initial_states(6, torch.Generator().manual_seed(3))
-    tol = 1e-7 if method == "lbfgs" else 1e-3
+    tol = 1e-7 if method in ("newton", "lbfgs") else 1e-3
     res = open_loop_optimum(prob, x0, method=method, tol=tol, max_iters=20000, lr=0.05)
     exact = prob.riccati_cost(x0)
     assert res.converged and float(res.residual.max()) <= tol
-    rel = 1e-10 if method == "lbfgs" else 1e-5
+    rel = 1e-10 if method in ("newton", "lbfgs") else 1e-5
     torch.testing.assert_close(res.cost, exact, rtol=rel, atol=0)
     # The optimal sequence is the Riccati feedback's sequence.
     _, K = prob.discrete_riccati()
     riccati = prob.rollout(lambda t, z: -torch.einsum(
         "mn,bn->bm", K[round(float(t) / prob.step_size)], z), x0)
-    if method == "lbfgs":
+    if method in ("newton", "lbfgs"):
         torch.testing.assert_close(res.controls, riccati.controls, rtol=1e-5, atol=1e-6)
+    if method == "newton":  # one Newton step solves an LQ problem; the minimum is strict
+        assert res.iterations == 1 and bool(res.second_order.all())
 
 
 def test_float32_problem_and_warm_starts() -> None:
@@ -39,7 +41,7 @@ def test_bad_arguments() -> None:
     prob = make_problem("LinearQuadratic", n_steps=5, dtype=torch.float64)
     x0 = torch.zeros(2, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match="method"):
-        open_loop_optimum(prob, x0, method="newton")
+        open_loop_optimum(prob, x0, method="bfgs")
     with pytest.raises(ValueError, match="tol"):
         open_loop_optimum(prob, x0, tol=-1.0)
     with pytest.raises(ValueError, match="init"):

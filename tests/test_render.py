@@ -70,7 +70,8 @@ def test_write_video_keeps_every_frame_in_order(tmp_path, n: int) -> None:
 
 
 def test_render_cli(tmp_path) -> None:
-    from jfbgym.agents.train import TrainConfig, train
+    from jfbgym.agents.config import TrainConfig
+    from jfbgym.agents.train import train
     from jfbgym.cli.render import add_arguments, main
 
     run = tmp_path / "quad1"

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 
 from jfbgym.agents import JFBAgent, ValueNetwork
-from jfbgym.agents.train import TrainConfig, train
+from jfbgym.agents.config import TrainConfig
+from jfbgym.agents.train import train
 from jfbgym.openloop import open_loop_optimum
 from jfbgym.problems.consumption import ConsumptionSavings
 

@@ -4,8 +4,9 @@ The agent is the object every consumer shares: the trainer differentiates ``obje
 ``control(t, z)`` is a batched feedback law usable with ``problem.rollout``; ``predict`` is the
 Stable-Baselines3 interface for the Gymnasium envs (observation = concat(z, t)); and
 ``predict_parallel`` maps a PettingZoo observation dict or the global state to every agent's
-action (agent i's action is its control block). ``JFBAgent.load(run_dir)`` rebuilds it from a
-run directory and refuses weights that do not fit.
+action (agent i's action is its control block). ``JFBAgent.load(path)`` rebuilds it from a
+run directory or a saved agent and refuses weights that do not fit;
+``JFBAgent.pretrained(env_id)`` loads one shipped with the package.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from jfbgym.problems import problem_for_env, problem_kwargs, strip_namespace
 from jfbgym.problems.base import ControlProblem, Time, Trajectory
-from jfbgym.validation import require
+from jfbgym.validation import one_of, require
 
 from .checkpoint import (
     CHECKPOINT,
@@ -31,12 +32,20 @@ from .checkpoint import (
     load_config,
     load_state,
     load_weights,
+    read_json,
     require_keys,
+    save_json,
+    save_state,
+    state_is_finite,
 )
+from .config import NORMALISE, PRIORS
 from .implicit import SolverOptions, StepStats, control_layer, grad_mode
 from .network import CORRECTION_SCALE, ValueNetwork
+from .pretrained import AGENT_JSON, WEIGHTS, is_saved_agent, shipped_path
+from .prior import LocalValue, build_local_value
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+NORMALISATION_FLOOR = 0.05  # smallest input scale, as a fraction of the largest
 DEFAULT_SOLVER = SolverOptions()
 
 
@@ -57,15 +66,41 @@ class InnerLog:
                 "unconverged": sum(s.unconverged for s in self.steps)}
 
 
-def prior_of(problem: ControlProblem, kind: str = "auto"):
-    """The value prior a network starts from: ``"auto"``/``"problem"`` the problem's own
-    ``value_prior`` when its class supplies one (``"problem"`` requires one), ``"none"``
-    nothing (learn from scratch)."""
+def resolve_prior(problem: ControlProblem, kind: str) -> str:
+    """Which prior ``kind`` means for ``problem``: ``"auto"`` is the problem's own
+    ``value_prior`` when its class supplies one (a global value: Merton's for
+    ConsumptionSavings), else ``"local"`` (``jfbgym.agents.prior``); ``"problem"`` requires
+    one; ``"none"`` learns from scratch."""
+    one_of(kind, "prior", PRIORS)
     has_prior = type(problem).value_prior is not ControlProblem.value_prior
     if kind == "problem":
         require(has_prior, "prior", f"a problem with a value_prior ({problem.name} has none)",
                 kind)
-    return problem.value_prior if has_prior and kind in ("auto", "problem") else None
+    if kind == "auto":
+        return "problem" if has_prior else "local"
+    return kind
+
+
+def fit_normalisation(agent: JFBAgent, batch: int = 256, seed: int = 0,
+                      floor: float = NORMALISATION_FLOOR) -> None:
+    """Set the network's input normalisation from the states the initial policy visits from
+    ``batch`` draws of ρ (per component: mean and standard deviation over every step, the
+    deviation floored at ``floor`` times the largest one), time mapped onto [−1, 1], and the
+    additive correction's value scale c = mean |V₀(0, x₀)| (1 without a local prior)."""
+    problem, net = agent.problem, agent.network
+    x0 = problem.sample_initial_states(batch, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        states = agent.rollout(x0, warn=False).states.reshape(-1, problem.state_dim)
+        finite = states[torch.isfinite(states).all(-1)]
+        std = finite.std(0) if finite.shape[0] > 1 else torch.ones_like(states[0])
+        std = torch.nan_to_num(std, nan=1.0).clamp_min(floor * float(std.max()) + 1e-12)
+        half = torch.full((1,), 0.5 * problem.horizon, dtype=states.dtype, device=states.device)
+        shift = torch.cat([finite.mean(0) if finite.shape[0] else torch.zeros_like(std), half])
+        scale = torch.cat([std, half])
+        value = 1.0
+        if net.local is not None:
+            value = max(float(net.local(0.0, x0)[0].abs().mean()), 1e-6)
+    net.set_normalisation(shift, scale, value)
 
 
 class JFBAgent:
@@ -87,7 +122,9 @@ class JFBAgent:
         self.solver = solver
         self.env_id = strip_namespace(env_id) if env_id else ""
         self.env_kwargs = dict(env_kwargs or {})
-        self.prior = "none" if network.prior is None else "auto"
+        self.prior = network.composition if network.composition != "relative" else "problem"
+        if self.prior == "additive":
+            self.prior = "local"
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -95,14 +132,33 @@ class JFBAgent:
               width: int = 96, depth: int = 3, rank: int = 10,
               solver: SolverOptions = DEFAULT_SOLVER, dtype: torch.dtype = torch.float32,
               device: str | torch.device = "cpu",
-              correction_scale: float = CORRECTION_SCALE, prior: str = "auto") -> JFBAgent:
+              correction_scale: float = CORRECTION_SCALE, prior: str = "auto",
+              normalise: bool | str = "auto", seed: int = 0) -> JFBAgent:
         """A fresh agent for a registered env id (weights drawn from the global torch RNG).
 
-        The network starts from the value prior ``prior`` (see ``prior_of``; ``ValueNetwork``,
-        with ``correction_scale`` σ there), else from scratch."""
+        The network starts from the value prior ``prior`` (``resolve_prior``; a local prior
+        costs one open-loop Newton solve) and, with ``normalise``, normalises its inputs by
+        the states its initial policy visits (``fit_normalisation``)."""
+        if not isinstance(normalise, bool):
+            one_of(normalise, "normalise", NORMALISE)
         problem = problem_for_env(env_id, dtype=dtype, device=device, **dict(env_kwargs or {}))
-        net = ValueNetwork(problem.state_dim, width, depth, rank, dtype=dtype, device=device,
-                           prior=prior_of(problem, prior), correction_scale=correction_scale)
+        kind = resolve_prior(problem, prior)
+        local = build_local_value(problem) if kind == "local" else None
+        agent = cls._assemble(problem, kind, local, width, depth, rank, solver,
+                              correction_scale, env_id, env_kwargs)
+        if normalise is True or normalise == "on" or (normalise == "auto" and kind != "problem"):
+            fit_normalisation(agent, seed=seed)
+        return agent
+
+    @classmethod
+    def _assemble(cls, problem: ControlProblem, prior: str, local: LocalValue | None,
+                  width: int, depth: int, rank: int, solver: SolverOptions,
+                  correction_scale: float, env_id: str,
+                  env_kwargs: Mapping[str, Any] | None) -> JFBAgent:
+        net = ValueNetwork(problem.state_dim, width, depth, rank, dtype=problem.dtype,
+                           device=problem.device,
+                           prior=problem.value_prior if prior == "problem" else None,
+                           correction_scale=correction_scale, local=local)
         agent = cls(problem, net, solver, env_id, env_kwargs)
         agent.prior = prior
         return agent
@@ -132,10 +188,19 @@ class JFBAgent:
         net_cfg = dict(cfg["network"])
         try:
             solver = SolverOptions(**cfg["solver"])
-            agent = cls.build(cfg["env_id"], cfg["env_kwargs"], net_cfg["width"],
-                              net_cfg["depth"], net_cfg["rank"], solver, DTYPES[cfg["dtype"]],
-                              device, net_cfg.get("correction_scale", CORRECTION_SCALE),
-                              cfg.get("prior", "auto"))
+            problem = problem_for_env(cfg["env_id"], dtype=DTYPES[cfg["dtype"]], device=device,
+                                      **dict(cfg["env_kwargs"]))
+            kind = one_of(cfg.get("prior", "none"), "prior", PRIORS)
+            local = None
+            if kind == "local":  # its tensors come with the weights
+                require(isinstance(net_cfg.get("local"), dict), "network.local",
+                        "the local prior's shape", net_cfg.get("local"))
+                local = LocalValue(**net_cfg["local"], dtype=problem.dtype,
+                                   device=problem.device)
+            agent = cls._assemble(problem, kind, local, net_cfg["width"], net_cfg["depth"],
+                                  net_cfg["rank"], solver,
+                                  net_cfg.get("correction_scale", CORRECTION_SCALE),
+                                  cfg["env_id"], cfg["env_kwargs"])
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{where}: cannot build the agent it describes: {err}") \
                 from err
@@ -151,15 +216,41 @@ class JFBAgent:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> JFBAgent:
-        """The agent saved in run directory ``path`` (config.json + checkpoint.pt). Every file
-        is checked; nothing in it is executed."""
+        """The agent in ``path``: a training run directory (config.json + checkpoint.pt) or a
+        saved agent (agent.json + weights.pt, ``save``). Every file is checked; nothing in it
+        is executed."""
         path = Path(path)
-        agent = cls.from_config(load_config(path), device, where=str(path / "config.json"))
-        state = load_state(path / CHECKPOINT, agent.problem.device)
-        require_keys(state, ("model",), str(path / CHECKPOINT))
-        load_weights(agent.network, state["model"], path / CHECKPOINT)
+        if is_saved_agent(path):
+            config, weights = read_json(path / AGENT_JSON), path / WEIGHTS
+            agent = cls.from_config(config, device, where=str(path / AGENT_JSON))
+            model = load_state(weights, agent.problem.device)
+        else:
+            weights = path / CHECKPOINT
+            agent = cls.from_config(load_config(path), device, where=str(path / "config.json"))
+            state = load_state(weights, agent.problem.device)
+            require_keys(state, ("model",), str(weights))
+            model = state["model"]
+        load_weights(agent.network, model, weights)
         agent.network.eval()
         return agent
+
+    @classmethod
+    def pretrained(cls, name: str, device: str | torch.device | None = None) -> JFBAgent:
+        """A trained agent shipped with the package, e.g. ``JFBAgent.pretrained("QuadSwarm-v0")``
+        (names: ``jfbgym.agents.pretrained.available()``; what each scored:
+        ``pretrained.record(name)``)."""
+        return cls.load(shipped_path(name), device)
+
+    def save(self, path: str | Path, record: Mapping[str, Any] | None = None) -> Path:
+        """Save weights and config (no optimiser state) to directory ``path``, with ``record``
+        (how it was trained, what it scored) in its JSON; ``load`` reads it back."""
+        require(state_is_finite(self.network.state_dict()), "agent",
+                "finite weights (this agent's hold NaN or inf)", "non-finite weights")
+        path = Path(path)
+        save_state(path / WEIGHTS, {k: v.detach().cpu() for k, v in
+                                    self.network.state_dict().items()})
+        save_json(path / AGENT_JSON, {"agent": self.config(), "record": dict(record or {})})
+        return path
 
     # -------------------------------------------------------------- compatibility
     def check_problem(self, problem: ControlProblem) -> None:
@@ -221,7 +312,9 @@ class JFBAgent:
         count (their controls are still the best the solver found)."""
         log = InnerLog() if log is None else log
         before = len(log.steps)
-        traj = self.problem.rollout(self.feedback(grad, log), x0)
+        self.problem.check_batch(x0, "x0", self.problem.state_dim)
+        with self.problem.trusted():  # the policy's tensors are the library's own
+            traj = self.problem.rollout(self.feedback(grad, log), x0)
         missed = sum(s.unconverged for s in log.steps[before:])
         if warn and missed:
             warnings.warn(f"{missed} of {x0.shape[0] * self.problem.n_steps} inner solves "

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from jfbgym.validation import (
@@ -18,6 +17,7 @@ from jfbgym.validation import (
     is_number,
     one_of,
     optional,
+    output_dir,
     positive_float,
     positive_int,
     require,
@@ -30,7 +30,10 @@ SOLVER_NAMES = ("newton", "gradient")
 DTYPE_NAMES = ("float32", "float64")
 RESUME = ("never", "always", "if-present")
 SCHEDULES = ("cosine", "plateau", "constant")
-PRIORS = ("auto", "problem", "none")
+PRIORS = ("auto", "problem", "local", "none")
+NORMALISE = ("auto", "on", "off")
+DEFAULT_LR = 1e-2
+LOCAL_PRIOR_LR = 5e-4
 
 
 def arg(default: Any, help: str, **kwargs: Any) -> Any:
@@ -54,7 +57,18 @@ class TrainConfig:
     inner_tol: float | None = arg(None, "inner relative residual (default 1e-5 float32, "
                                   "1e-8 float64)")
     prior: str = arg("auto", "value prior the network corrects: auto (the problem's own "
-                     "value_prior, if it has one), problem, none")
+                     "value_prior if it has one, else local), problem, local (the second-order "
+                     "expansion of the value around optimal trajectories from the mean initial "
+                     "state), none")
+    normalise: str = arg("auto", "normalise the network's inputs by the states the initial "
+                         "policy visits: on, off, or auto (on, except over the problem's own "
+                         "value prior, whose relative correction is already in natural units: "
+                         "measured, normalising there costs ConsumptionSavings 0.6% -> 3.5%)")
+    costate_weight: float = arg(0.0, "weight of the costate-matching penalty: grad Phi against "
+                                "the rollout's discrete adjoint (relative squared error)")
+    hjb_weight: float = arg(0.0, "weight of the HJB-residual penalty along the rollouts")
+    terminal_weight: float = arg(0.0, "weight of the terminal penalty (Phi - G and its gradient "
+                                 "at t = T)")
     iters: int = arg(500, "iteration budget (the run also stops at --cpu-minutes or "
                      "--max-minutes, whichever comes first)")
     cpu_minutes: float | None = arg(None, "budget in CPU minutes of this process over the whole "
@@ -63,11 +77,13 @@ class TrainConfig:
     max_minutes: float | None = arg(None, "wall-clock limit of this call")
     batch: int = arg(50, "initial states drawn from rho per iteration")
     val_batch: int = arg(100, "fixed held-out validation states")
-    val_every: int = arg(1, "validate every this many iterations")
-    lr: float = arg(1e-2, "Adam learning rate (peak, after warm-up)")
-    schedule: str = arg("plateau", "learning-rate schedule: cosine (to zero at the end of the "
+    val_every: int = arg(10, "validate every this many iterations")
+    lr: float | None = arg(None, "Adam learning rate (peak, after warm-up); default by prior: "
+                           "5e-4 over the local prior (measured: 1e-3 undoes it on QuadSwarm), "
+                           "1e-2 otherwise")
+    schedule: str = arg("cosine", "learning-rate schedule: cosine (to zero at the end of the "
                         "budget), plateau (halve when validation stalls), constant")
-    warmup: int = arg(0, "iterations of linear learning-rate warm-up")
+    warmup: int = arg(20, "iterations of linear learning-rate warm-up")
     lr_patience: int = arg(10, "plateau schedule: validations without improvement before "
                            "halving")
     blowup: float = arg(10.0, "a validation cost above prev + blowup*|prev| (or non-finite) "
@@ -87,6 +103,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.resume, bool):  # resume=True reads naturally from Python
             self.resume = "always" if self.resume else "never"
+        if isinstance(self.normalise, bool):
+            self.normalise = "on" if self.normalise else "off"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
@@ -103,6 +121,7 @@ class TrainConfig:
         optional(finite_float, self.alpha, "alpha", 0.0, True)
         optional(finite_float, self.inner_tol, "inner_tol", 0.0)
         one_of(self.prior, "prior", PRIORS)
+        one_of(self.normalise, "normalise", NORMALISE)
         one_of(self.dtype, "dtype", DTYPE_NAMES)
         one_of(self.schedule, "schedule", SCHEDULES)
         one_of(self.resume, "resume", RESUME)
@@ -112,7 +131,11 @@ class TrainConfig:
         integer(self.warmup, "warmup", 0)
         integer(self.seed, "seed", 0)
         require(self.depth >= 2, "depth", "an integer >= 2", self.depth)
-        positive_float(self.lr, "lr")
+        optional(positive_float, self.lr, "lr")
+        for name in ("costate_weight", "hjb_weight", "terminal_weight"):
+            finite_float(getattr(self, name), name, 0.0)
+        require(not (self.hjb_weight and self.prior == "problem"), "hjb_weight",
+                "0 with prior='problem' (that prior has no time derivative)", self.hjb_weight)
         positive_float(self.blowup, "blowup")
         optional(positive_float, self.cpu_minutes, "cpu_minutes")
         optional(positive_float, self.max_minutes, "max_minutes")
@@ -120,13 +143,25 @@ class TrainConfig:
                 "a torch device name such as 'cpu'", self.device)
         require(isinstance(self.tensorboard, bool), "tensorboard", "True or False",
                 self.tensorboard)
-        check_output_dir(self.out, "out")
+        output_dir(self.out, "out")
 
     def env_kwargs(self) -> dict:
         kwargs = dict(self.problem_kwargs)
         if self.n_agents is not None:
             kwargs["n_agents"] = self.n_agents
         return kwargs
+
+    def penalty_weights(self) -> dict[str, float]:
+        """The value penalties switched on, by name (``jfbgym.agents.losses``)."""
+        weights = {"costate": self.costate_weight, "hjb": self.hjb_weight,
+                   "terminal": self.terminal_weight}
+        return {k: v for k, v in weights.items() if v > 0}
+
+    def learning_rate(self, prior: str) -> float:
+        """The peak learning rate for a run whose resolved prior is ``prior``."""
+        if self.lr is not None:
+            return self.lr
+        return LOCAL_PRIOR_LR if prior == "local" else DEFAULT_LR
 
     def budget_seconds(self) -> float | None:
         """The CPU-time budget in seconds (None: iterations only)."""
@@ -142,16 +177,6 @@ class TrainConfig:
         unknown = sorted(set(values) - names)
         require(not unknown, "config", f"keys among {sorted(names)}", unknown)
         return cls(**values)
-
-
-def check_output_dir(path: object, name: str) -> Path:
-    """``path`` as a directory that can be created or reused (not a file, a usable name)."""
-    require(isinstance(path, (str, Path)) and str(path) != "", name, "a directory path", path)
-    p = Path(path)
-    require(not p.exists() or p.is_dir(), name, "a directory (that path is a file)", str(p))
-    too_long = any(len(part.encode()) > 255 for part in p.parts) or len(str(p).encode()) > 4000
-    require(not too_long, name, "a path with names of at most 255 bytes", str(p)[:80] + "...")
-    return p
 
 
 def parse_number(text: str) -> float:

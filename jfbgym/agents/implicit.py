@@ -73,10 +73,14 @@ def _probe(m: int, like: Tensor) -> Tensor:
 
 def curvature(problem: ControlProblem, t: Time, z: Tensor, p: Tensor, u: Tensor,
               iters: int = 6, v: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """(λ̂ (B, 1), last vector): power-iteration estimate of the largest |eigenvalue| of H_uu
-    at u per sample (≤ the true one, converging to it); detached."""
+    """(λ̂ (B, 1), last vector): the largest |eigenvalue| of H_uu at u per sample, detached:
+    the problem's closed form where it has one (the vector is then None), else a power-iteration
+    estimate (≤ the true one, converging to it)."""
     with torch.no_grad():
         z, p, u = z.detach(), p.detach(), u.detach()
+        exact = problem.hessian_u_max_eigenvalue(t, z, p, u)
+        if exact is not None:
+            return exact.clamp_min(torch.finfo(u.dtype).eps), None
         v = _probe(u.shape[1], u) if v is None else v
         lam = torch.ones(u.shape[0], 1, dtype=u.dtype, device=u.device)
         for _ in range(max(iters, 1)):

@@ -23,6 +23,7 @@ import csv
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,16 +47,18 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .implicit import SolverOptions
+from .losses import value_penalties
 
+MIN_LR_SCALE = 2.0**-20  # a run backed off this far diverges at any learning rate: it stops
 LOG_FIELDS = ("iteration", "loss", "val_cost", "inner_residual", "inner_iters", "unconverged",
-              "lr", "seconds", "wall", "cpu")
+              "lr", "seconds", "wall", "cpu", "costate", "hjb", "terminal")
 
 
 @dataclass
 class TrainResult:
     agent: JFBAgent
     history: list[dict]
-    status: str  # "finished", "time budget", "interrupted" or "non-finite loss"
+    status: str  # "finished", "time budget", "interrupted", "non-finite loss" or "diverged"
     out: Path
 
 
@@ -64,8 +67,9 @@ class LearningRate:
     the end of the budget, ``plateau`` halving when validation stops improving for
     ``patience`` validations, or ``constant``; times ``scale``, which every back-off halves."""
 
-    def __init__(self, config: TrainConfig) -> None:
-        self.peak, self.kind, self.warmup = config.lr, config.schedule, config.warmup
+    def __init__(self, config: TrainConfig, prior: str) -> None:
+        self.peak, self.kind, self.warmup = config.learning_rate(prior), config.schedule, \
+            config.warmup
         self.patience = config.lr_patience
         self.scale, self.best, self.bad = 1.0, math.inf, 0
 
@@ -113,6 +117,8 @@ class Budget:
         parts = [iteration / self.iters]
         if self.cpu_budget is not None:
             parts.append(self.cpu() / self.cpu_budget)
+        if self.wall_limit is not None:
+            parts.append((time.perf_counter() - self.clock) / self.wall_limit)
         return min(1.0, max(parts))
 
     def exhausted(self, iteration: int) -> str | None:
@@ -127,6 +133,16 @@ class Budget:
             return "time budget"
         return None
 
+    def exclude(self, call: Callable[..., Any], *args: Any) -> Any:
+        """Run ``call(*args)`` without charging its time to the budget (a benchmark's
+        evaluations)."""
+        cpu, wall = time.process_time(), time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            self.cpu_clock += time.process_time() - cpu
+            self.clock += time.perf_counter() - wall
+
     def left(self, iteration: int) -> str:
         """What remains, for the progress bar: '1m23s of CPU left' or '140 iterations left'."""
         if self.cpu_budget is not None:
@@ -140,7 +156,7 @@ def make_agent(config: TrainConfig) -> JFBAgent:
     solver = SolverOptions(config.solver, config.alpha, config.inner_iters, config.inner_tol)
     return JFBAgent.build(config.env_id, config.env_kwargs(), config.width, config.depth,
                           config.rank, solver, DTYPES[config.dtype], config.device,
-                          prior=config.prior)
+                          prior=config.prior, normalise=config.normalise, seed=config.seed)
 
 
 def run_config(config: TrainConfig, agent: JFBAgent) -> dict:
@@ -157,8 +173,8 @@ class Trainer:
         self.config, self.out = config, Path(config.out)
         self.agent = make_agent(config)
         self.problem, self.net = self.agent.problem, self.agent.network
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
-        self.lr = LearningRate(config)
+        self.lr = LearningRate(config, self.agent.prior)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr.peak)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.x_val = self.problem.sample_initial_states(
             config.val_batch, torch.Generator().manual_seed(config.seed + 7919))
@@ -187,13 +203,16 @@ class Trainer:
         self.iteration, self.cpu, self.wall = state["iteration"], state["cpu"], state["wall"]
         self.history = list(state["history"])
 
-    def back_off(self, state: dict, why: str) -> None:
-        """Return to ``state`` and halve the learning rate from then on."""
+    def back_off(self, state: dict, why: str) -> bool:
+        """Return to ``state`` and halve the learning rate from then on (halvings accumulate
+        across back-offs); False once it is below ``MIN_LR_SCALE`` (the run diverges)."""
+        scale = 0.5 * self.lr.scale
         self.restore(state)
-        self.lr.scale *= 0.5
+        self.lr.scale = scale
         write_csv(self.out, self.history)
         tqdm.write(f"iteration {self.iteration}: {why}; back to the last good state, "
                    f"learning rate x{self.lr.scale:g}")
+        return scale >= MIN_LR_SCALE
 
     def resume(self) -> None:
         """Continue the run in ``out`` as ``config.resume`` says."""
@@ -228,16 +247,24 @@ class Trainer:
             group["lr"] = lr
         x0 = self.problem.sample_initial_states(self.config.batch, self.generator)
         log = InnerLog()
-        loss = self.agent.objective(x0, self.config.grad, log, warn=False).mean()
+        trajectory = self.agent.rollout(x0, self.config.grad, log, warn=False)
+        loss = trajectory.cost.mean()
+        total, extra = loss, {}
+        weights = self.config.penalty_weights()
+        if weights:  # dimensionless penalties, scaled to the cost's magnitude
+            penalties = value_penalties(self.net, self.problem, trajectory, tuple(weights))
+            scale = loss.detach().abs()
+            total = loss + scale * sum(weights[k] * v for k, v in penalties.items())
+            extra = {k: float(v.detach()) for k, v in penalties.items()}
         self.optimizer.zero_grad(set_to_none=True)
-        if not bool(torch.isfinite(loss)):
+        if not bool(torch.isfinite(total)):
             return None
-        loss.backward()
+        total.backward()
         if not all(bool(torch.isfinite(p.grad).all())
                    for p in self.net.parameters() if p.grad is not None):
             return None
         self.optimizer.step()
-        return float(loss.detach()), log.summary()
+        return float(loss.detach()), {**log.summary(), **extra}
 
     def validate(self) -> float:
         with torch.no_grad():
@@ -254,11 +281,17 @@ def prepare_output(config: TrainConfig) -> Path:
     return out
 
 
-def train(config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train a JFB agent as ``config`` says; returns the agent, its history and why it stopped."""
+def train(config: TrainConfig, progress: bool = True,
+          callback: Callable[[JFBAgent, dict], None] | None = None) -> TrainResult:
+    """Train a JFB agent as ``config`` says; returns the agent, its history and why it stopped.
+
+    ``callback(agent, row)`` runs after every validation, its time not charged to the budget
+    (``bench/quality.py`` scores held-out states there)."""
     config.validate()
     out = prepare_output(config)
+    setup = time.process_time()
     run = Trainer(config)
+    run.cpu = time.process_time() - setup  # the prior's open-loop solve is training time too
     run.resume()
     save_json(out / "config.json", run_config(config, run.agent))
     write_csv(out, run.history)  # the CSV restarts from the checkpoint
@@ -300,12 +333,16 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             if run.iteration % config.val_every == 0 or budget.exhausted(run.iteration):
                 cost = run.validate()
                 if not (math.isfinite(cost) and cost <= val_cost + config.blowup * abs(val_cost)):
-                    run.back_off(last_good, f"validation cost {cost:.4g} blew up (was "
-                                 f"{val_cost:.4g})")
+                    if not run.back_off(last_good, f"validation cost {cost:.4g} blew up (was "
+                                        f"{val_cost:.4g})"):
+                        status = "diverged"
+                        break
                     continue
                 val_cost = row["val_cost"] = cost
                 validated = run.iteration
                 run.lr.observe(cost)
+                if callback is not None:
+                    budget.exclude(callback, run.agent, row)
             run.history.append(row)
             with open(out / "log.csv", "a", newline="") as fh:
                 csv.DictWriter(fh, LOG_FIELDS).writerow(row)

@@ -1,0 +1,104 @@
+"""Regenerate the trained agents shipped in ``jfbgym/pretrained/`` (one command, reproducible).
+
+Each agent trains with the library's default recipe (``TrainConfig`` defaults: local or
+problem value prior, cosine schedule) under a fixed CPU-time budget on one thread, seed 0; it is
+then scored on the 100 held-out states against the certified open-loop optimum J* (cached by
+``bench/quality.py``, refined from the agent's own controls so that J* ≤ J) and the problem's
+heuristic. Settings, seed, commit, CPU time, hardware and scores go into its ``agent.json``.
+
+    python bench/pretrain.py                       # every agent (about 1.5 CPU-hours)
+    python bench/pretrain.py --names Quadrotor-v0  # one
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import quality
+import torch
+
+from jfbgym.agents.config import TrainConfig
+from jfbgym.agents.pretrained import SHIPPED
+from jfbgym.agents.train import train
+from jfbgym.baselines import references
+from jfbgym.evaluation import HELD_OUT_SEED, held_out_states
+from jfbgym.problems import problem_for_env
+
+ROOT = Path(__file__).resolve().parent
+RECIPES = {  # name -> (quality.py env label, CPU minutes, TrainConfig overrides)
+    "Quadrotor-v0": ("Quadrotor-v0", 10.0, {}),
+    "QuadSwarm-v0": ("QuadSwarm-v0", 15.0, {}),
+    "MultiBicycle-v0": ("MultiBicycle-v0", 5.0, {}),
+    "ConsumptionSavings-v0": ("ConsumptionSavings-v0", 5.0, {}),
+    "LinearQuadratic-v0": ("LinearQuadratic-v0", 3.0, {}),
+}
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=ROOT, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def pretrain(name: str, states: int) -> dict:
+    label, minutes, overrides = RECIPES[name]
+    env_id, kwargs = quality.ENVS[label]
+    ref = quality.reference(label, states, quick=False)
+    config = TrainConfig(env_id=env_id, problem_kwargs=dict(kwargs), cpu_minutes=minutes,
+                         iters=10**9, out=str(ROOT / "results" / "pretrain" / name), seed=0,
+                         **overrides)
+    load = [round(x, 2) for x in os.getloadavg()]
+    result = train(config)
+    agent = result.agent
+    x0 = held_out_states(problem_for_env(env_id, **kwargs), states)
+    with torch.no_grad():
+        costs = agent.objective(x0, warn=False).double()
+        heuristic = list(references(agent.problem).values())[-1]  # the heuristic, else zero
+        h_cost = agent.problem.rollout(heuristic.control, x0).cost.double()
+    refined = quality.refine(label, agent, ref)
+    J, J_star = float(costs.mean()), float(refined["cost"].mean())
+    last = result.history[-1]
+    record = {
+        "env_id": env_id, "env_kwargs": kwargs, "seed": config.seed, "commit": commit(),
+        "command": f"python bench/pretrain.py --names {name}",
+        "train": config.to_dict(), "status": result.status, "iterations": last["iteration"],
+        "train_cpu_seconds": round(last["cpu"], 1), "threads": torch.get_num_threads(),
+        "hardware": f"{platform.machine()} {platform.processor() or ''} ({os.cpu_count()} "
+                    "cores)".replace("  ", " "),
+        "torch": torch.__version__, "load_average_start": load,
+        "held_out_seed": HELD_OUT_SEED, "states": states, "J": J,
+        "J_ci95": 1.96 * float(costs.std()) / math.sqrt(costs.numel()), "J_star": J_star,
+        "gap": (J - J_star) / abs(J_star), "J_star_certificate": refined["certificate"],
+        "heuristic": heuristic.label, "heuristic_J": float(h_cost.mean()),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    agent.save(SHIPPED / name, record)
+    print(f"{name}: J {J:.6g} ± {record['J_ci95']:.2g}, J* {J_star:.6g}, gap "
+          f"{100 * record['gap']:+.2f}%, {heuristic.label} {record['heuristic_J']:.6g}; "
+          f"{record['iterations']} iterations in {record['train_cpu_seconds']:.0f} CPU-s",
+          flush=True)
+    return record
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--names", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--states", type=int, default=100, help="held-out states")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for name in args.names:
+        pretrain(name, args.states)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
