@@ -42,9 +42,13 @@ RECIPES = {  # name -> (quality.py env label, CPU minutes, TrainConfig overrides
 
 
 def commit() -> str:
+    """The commit trained from (``-dirty`` when the package had uncommitted changes)."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=ROOT, check=True).stdout.strip()
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT,
+                                  check=True).stdout.strip()
+        dirty = git("status", "--porcelain", "--", "../jfbgym", ".")
+        return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -78,6 +82,7 @@ def pretrain(name: str, states: int) -> dict:
         "held_out_seed": HELD_OUT_SEED, "states": states, "J": J,
         "J_ci95": 1.96 * float(costs.std()) / math.sqrt(costs.numel()), "J_star": J_star,
         "gap": (J - J_star) / abs(J_star), "J_star_certificate": refined["certificate"],
+        "J_star_per_state": [round(float(c), 8) for c in refined["cost"]],
         "heuristic": heuristic.label, "heuristic_J": float(h_cost.mean()),
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -304,7 +304,7 @@ def train(config: TrainConfig, progress: bool = True,
     last_good, strikes, status, validated = run.snapshot(), 0, "finished", run.iteration
     bar = tqdm(total=100, disable=not progress, dynamic_ncols=True,
                desc=f"{config.grad} {run.agent.env_id}",
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix[0]}", postfix=[""])
     try:
         while (stop := budget.exhausted(run.iteration)) is None:
             # 1. a fresh minibatch, its closed-loop cost and gradient, an Adam step
@@ -352,8 +352,10 @@ def train(config: TrainConfig, progress: bool = True,
             if validated == run.iteration:
                 last_good = run.snapshot()
             bar.n = round(100 * budget.progress(run.iteration))
-            bar.set_postfix_str(f"iteration {run.iteration}, loss {loss:.5g}, validation "
-                                f"{val_cost:.5g}, lr {lr:.2g}, {budget.left(run.iteration)}")
+            if progress:  # (a disabled tqdm has no postfix)
+                bar.postfix[0] = (f"iteration {run.iteration}, loss {loss:.5g}, validation "
+                                  f"{val_cost:.5g}, lr {lr:.2g}, {budget.left(run.iteration)}")
+                bar.refresh()
             if run.iteration % config.checkpoint_every == 0:
                 run.save(run.snapshot())
         else:

@@ -1,4 +1,5 @@
-"""``jfbgym evaluate RUN``: mean J ± 95% CI and the optimality gap on held-out states."""
+"""``jfbgym evaluate RUN`` (or ``--pretrained ENV_ID``): mean J ± 95% CI and the optimality gap
+on held-out states."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="a training run directory (checkpoint + config JSON)")
+    parser.add_argument("run_dir", nargs="?", default=None,
+                        help="a training run directory or a saved agent directory")
+    parser.add_argument("--pretrained", default=None, metavar="NAME",
+                        help="evaluate an agent shipped with jfbgym instead, e.g. QuadSwarm-v0")
     parser.add_argument("--episodes", type=int, default=100, help="held-out initial states")
     parser.add_argument("--seed", type=int, default=None,
                         help="held-out set seed (default: the fixed seed every table uses)")
     parser.add_argument("--no-openloop", action="store_true",
                         help="skip the open-loop optimum (and so the optimality gap)")
-    parser.add_argument("--openloop-iters", type=int, default=500,
-                        help="L-BFGS iterations per warm start of the open-loop optimum")
+    parser.add_argument("--openloop-iters", type=int, default=100,
+                        help="iterations per warm start of the open-loop optimum (stagewise "
+                        "Newton; L-BFGS where its matrices do not fit)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -27,8 +32,14 @@ def main(args: argparse.Namespace) -> int:
         held_out_states,
         open_loop_reference,
     )
+    from jfbgym.validation import require
 
-    agent = JFBAgent.load(args.run_dir)
+    require((args.run_dir is None) != (args.pretrained is None), "run_dir",
+            "a run directory or --pretrained NAME (one of them)", args.run_dir)
+    if args.pretrained is not None:
+        agent = JFBAgent.pretrained(args.pretrained)
+    else:
+        agent = JFBAgent.load(args.run_dir)
     problem = agent.problem
     seed = HELD_OUT_SEED if args.seed is None else args.seed
     x0 = held_out_states(problem, args.episodes, seed)
@@ -42,4 +53,12 @@ def main(args: argparse.Namespace) -> int:
         rows.append(Evaluation("open-loop optimum", ref.cost, 0.0, float("nan")))
     print(f"{agent.env_id}: {x0.shape[0]} held-out states (seed {seed})")
     print(format_table(rows))
+    if args.pretrained is not None:
+        from jfbgym.agents.pretrained import record
+
+        r = record(args.pretrained)
+        print(f"recorded when it was trained ({r['states']} held-out states, seed "
+              f"{r['held_out_seed']}): J {r['J']:.6g}, J* {r['J_star']:.6g}, gap "
+              f"{100 * r['gap']:+.2f}%, {r['iterations']} iterations in "
+              f"{r['train_cpu_seconds'] / 60:.1f} CPU-minutes on {r['hardware']}")
     return 0

@@ -8,7 +8,10 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="a JFB run directory or an SB3 baseline directory")
+    parser.add_argument("run_dir", nargs="?", default=None,
+                        help="a JFB run or saved-agent directory, or an SB3 baseline directory")
+    parser.add_argument("--pretrained", default=None, metavar="NAME",
+                        help="render an agent shipped with jfbgym instead, e.g. QuadSwarm-v0")
     parser.add_argument("--out", default=None, help="mp4 path (default videos/<run>.mp4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial state")
     parser.add_argument("--stride", type=int, default=2, help="draw every stride-th step")
@@ -24,9 +27,18 @@ def main(args: argparse.Namespace) -> int:
     from jfbgym.rollout import load_policy, resolve_problem
     from jfbgym.validation import require
 
-    policy, env_id, env_kwargs = load_policy(args.run_dir)
+    require((args.run_dir is None) != (args.pretrained is None), "run_dir",
+            "a run directory or --pretrained NAME (one of them)", args.run_dir)
+    if args.pretrained is not None:
+        from jfbgym.agents import JFBAgent
+
+        policy = JFBAgent.pretrained(args.pretrained)
+        env_id, env_kwargs, name = policy.env_id, policy.env_kwargs, args.pretrained
+    else:
+        policy, env_id, env_kwargs = load_policy(args.run_dir)
+        name = Path(args.run_dir).name
     fps = FPS if args.fps is None else args.fps
-    out = args.out or str(Path("videos") / f"{Path(args.run_dir).name}.mp4")
+    out = args.out or str(Path("videos") / f"{name}.mp4")
     if args.vs is None:
         path = render_video(policy, env_id, out, args.seed, env_kwargs=env_kwargs,
                             stride=args.stride, fps=fps)
@@ -36,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
         ref = refs[0] if args.vs == "zero" else refs[-1]
         require(args.vs == "zero" or len(refs) > 1, "--vs", "a problem with a heuristic",
                 env_id)
-        path = render_side_by_side({Path(args.run_dir).name: policy, ref[0]: ref[1]}, env_id,
+        path = render_side_by_side({name: policy, ref[0]: ref[1]}, env_id,
                                    out, args.seed, env_kwargs=env_kwargs, stride=args.stride,
                                    fps=fps)
     print(f"wrote {path}")
