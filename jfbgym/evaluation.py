@@ -50,6 +50,11 @@ class Evaluation:
         n = self.costs.numel()
         return Z95 * float(self.costs.std()) / math.sqrt(n) if n > 1 else float("nan")
 
+    def __repr__(self) -> str:  # the dataclass default would print every per-state cost
+        gap = "" if self.gap is None else f", gap={100 * self.gap:+.2f}%"
+        return (f"Evaluation({self.name!r}, J={self.mean:.6g} ± {self.ci95:.2g} over "
+                f"{self.costs.numel()} states{gap})")
+
     def row(self) -> dict[str, Any]:
         return {"method": self.name, "J_mean": self.mean, "J_ci95": self.ci95,
                 "gap": self.gap, "train_s": self.train_seconds,

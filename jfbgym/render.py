@@ -111,17 +111,28 @@ def plot_trajectories(problem: ControlProblem, trajectories: Mapping[str, Trajec
     cost_ax = fig.add_subplot(grid[1, : max(k, 2) // 2])
     ctrl_ax = fig.add_subplot(grid[1, max(k, 2) // 2:])
     for name, traj in trajectories.items():
-        times = traj.times.cpu().double().numpy()
-        running = torch.cumsum(traj.running_costs.double(), 1).mean(0).cpu().numpy()
-        cost_ax.plot(times, np.concatenate([[0.0], running]), label=name)
-        ctrl_ax.plot(times[:-1], traj.controls.double().norm(dim=-1).mean(0).cpu().numpy(),
+        times, cost = cost_to_date(traj)
+        cost_ax.plot(times, cost, label=f"{name} (J = {cost[-1]:.4g})")
+        ctrl_ax.plot(times[:-2], traj.controls.double().norm(dim=-1).mean(0).cpu().numpy(),
                      label=name)
-    cost_ax.set_xlabel("t")
-    cost_ax.set_ylabel("running cost so far (mean)")
+    cost_ax.set_xlabel("t (the step at T adds the terminal cost)")
+    cost_ax.set_ylabel("cost to date (mean)")
+    cost_ax.set_yscale("symlog", linthresh=1.0)
     cost_ax.legend(fontsize=8)
     ctrl_ax.set_xlabel("t")
     ctrl_ax.set_ylabel("‖u‖ (mean)")
     return save(fig, path)
+
+
+def cost_to_date(traj: Trajectory) -> tuple[np.ndarray, np.ndarray]:
+    """(times, mean cost to date) of a batch of trajectories: running cost accumulated step by
+    step, then the terminal cost added at T, so the curve ends at the mean J (a curve without
+    it would rank zero control, whose cost is almost all terminal, best)."""
+    times = traj.times.cpu().double().numpy()
+    running = torch.cumsum(traj.running_costs.double(), 1).mean(0).cpu().numpy()
+    total = float(traj.cost.double().mean())
+    return (np.concatenate([times, times[-1:]]),
+            np.concatenate([[0.0], running, [total]]))
 
 
 def training_history(run_dir: str | Path) -> list[dict]:

@@ -72,3 +72,13 @@ def test_evaluate_cli_on_a_trained_run(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     for name in ("JFB", "zero control", "open-loop optimum"):
         assert name in out
+
+
+def test_evaluation_repr_summarises() -> None:
+    import torch as _torch
+
+    from jfbgym.evaluation import Evaluation
+
+    e = Evaluation("JFB", _torch.linspace(1.0, 3.0, 100, dtype=_torch.float64), 0.0123, 1e-3)
+    text = repr(e)
+    assert text == "Evaluation('JFB', J=2 ± 0.11 over 100 states, gap=+1.23%)", text

@@ -86,3 +86,19 @@ def test_render_cli(tmp_path) -> None:
                                    "--vs", "heuristic"])) == 0
     video = iio.imread(tmp_path / "b.mp4")
     assert len(video) == 3 and video.shape[2] == 2 * iio.imread(tmp_path / "a.mp4").shape[2]
+
+
+def test_cost_panel_ends_at_each_methods_J() -> None:
+    from jfbgym.baselines import references
+    from jfbgym.problems import problem_for_env
+    from jfbgym.render import cost_to_date
+    from jfbgym.rollout import rollout
+
+    problem = problem_for_env("Quadrotor-v0")
+    for policy in references(problem).values():
+        traj = rollout(policy, problem, n_episodes=3)
+        times, cost = cost_to_date(traj)
+        assert times.shape == cost.shape and times[-1] == times[-2] == pytest.approx(problem.horizon)
+        assert cost[-1] == pytest.approx(float(traj.cost.double().mean()), rel=1e-9)
+        # zero control's cost is almost all terminal: the jump at T is most of it
+        assert cost[-1] > cost[-2]

@@ -28,7 +28,9 @@ def _one_thread():
 def lq_config(tmp_path, **overrides) -> TrainConfig:
     settings = {"env_id": "LinearQuadratic-v0", "iters": 200, "batch": 32, "val_batch": 64,
                 "width": 16, "depth": 3, "rank": 4, "lr": 3e-2, "seed": 0,
-                "out": str(tmp_path / "lq"), "checkpoint_every": 100}
+                "out": str(tmp_path / "lq"), "checkpoint_every": 100,
+                # the mechanics below count validations and learning rates step by step
+                "val_every": 1, "schedule": "plateau", "warmup": 0}
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -53,10 +55,17 @@ def test_linear_quadratic_reaches_riccati(tmp_path) -> None:
 
 
 def test_resume_is_bit_for_bit(tmp_path) -> None:
-    settings = {"iters": 4, "batch": 8, "val_batch": 8, "width": 8, "checkpoint_every": 1}
+    settings = {"iters": 4, "batch": 8, "val_batch": 8, "width": 8, "checkpoint_every": 1,
+                "schedule": "cosine"}  # a schedule that depends on the budget
     straight = train(lq_config(tmp_path, out=str(tmp_path / "a"), **settings), progress=False)
-    train(lq_config(tmp_path, out=str(tmp_path / "b"), **{**settings, "iters": 2}),
-          progress=False)
+
+    def crash_at_2(agent, row) -> None:  # the same run, cut short (the schedule knows iters=4)
+        if row["iteration"] == 2:
+            raise KeyboardInterrupt
+
+    cut = train(lq_config(tmp_path, out=str(tmp_path / "b"), **settings), progress=False,
+                callback=crash_at_2)
+    assert cut.status == "interrupted" and cut.history[-1]["iteration"] == 1  # last whole one
     resumed = train(lq_config(tmp_path, out=str(tmp_path / "b"), resume=True, **settings),
                     progress=False)
     a, b = (load_state(r.out / CHECKPOINT) for r in (straight, resumed))

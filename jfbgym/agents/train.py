@@ -22,6 +22,8 @@ import copy
 import csv
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ from .checkpoint import (
     state_is_finite,
 )
 from .config import TrainConfig
+from .distributed import World
 from .implicit import SolverOptions
 from .losses import value_penalties
 
@@ -100,7 +103,9 @@ class LearningRate:
 class Budget:
     """Iterations, CPU seconds (whole run) and wall seconds (this call) used so far."""
 
-    def __init__(self, config: TrainConfig, iteration: int, cpu: float, wall: float) -> None:
+    def __init__(self, config: TrainConfig, iteration: int, cpu: float, wall: float,
+                 world: World) -> None:
+        self.world = world
         self.iters, self.cpu_budget = config.iters, config.budget_seconds()
         self.wall_limit = None if config.max_minutes is None else 60.0 * config.max_minutes
         self.start_iteration, self.cpu0, self.wall0 = iteration, cpu, wall
@@ -122,7 +127,14 @@ class Budget:
         return min(1.0, max(parts))
 
     def exhausted(self, iteration: int) -> str | None:
-        """Why training must stop now, or None (a call always makes one iteration first)."""
+        """Why training must stop now, or None (a call always makes one iteration first); in a
+        distributed run, every rank stops when one must."""
+        reason = self._exhausted(iteration)
+        if self.world.any(reason is not None):
+            return reason or "time budget"
+        return None
+
+    def _exhausted(self, iteration: int) -> str | None:
         if iteration >= self.iters:
             return "finished"
         if iteration == self.start_iteration:
@@ -169,8 +181,9 @@ class Trainer:
     """One run's mutable state: agent, optimizer, schedule, sampler, history; the methods are
     the steps of ``train``."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, world: World | None = None) -> None:
         self.config, self.out = config, Path(config.out)
+        self.world = world or World()
         self.agent = make_agent(config)
         self.problem, self.net = self.agent.problem, self.agent.network
         self.lr = LearningRate(config, self.agent.prior)
@@ -209,9 +222,10 @@ class Trainer:
         scale = 0.5 * self.lr.scale
         self.restore(state)
         self.lr.scale = scale
-        write_csv(self.out, self.history)
-        tqdm.write(f"iteration {self.iteration}: {why}; back to the last good state, "
-                   f"learning rate x{self.lr.scale:g}")
+        if self.world.is_main:
+            write_csv(self.out, self.history)
+            tqdm.write(f"iteration {self.iteration}: {why}; back to the last good state, "
+                       f"learning rate x{self.lr.scale:g}")
         return scale >= MIN_LR_SCALE
 
     def resume(self) -> None:
@@ -231,7 +245,10 @@ class Trainer:
         self.restore(load_state(checkpoint, self.problem.device))
 
     def save(self, state: dict) -> None:
-        """Write ``state`` as the checkpoint (and a weights snapshot); never non-finite ones."""
+        """Write ``state`` as the checkpoint (and a weights snapshot); never non-finite ones;
+        only rank 0 writes."""
+        if not self.world.is_main:
+            return
         if not state_is_finite(state["model"]):
             tqdm.write(f"iteration {state['iteration']}: non-finite weights, not saved")
             return
@@ -245,30 +262,37 @@ class Trainer:
         or a gradient is not finite (nothing is changed then)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x0 = self.problem.sample_initial_states(self.config.batch, self.generator)
+        batch, world = self.config.batch, self.world
+        x0 = self.problem.sample_initial_states(batch, self.generator)[world.shard(batch)]
+        share = x0.shape[0] / batch  # this rank's part of the global minibatch
         log = InnerLog()
         trajectory = self.agent.rollout(x0, self.config.grad, log, warn=False)
-        loss = trajectory.cost.mean()
+        loss = trajectory.cost.sum() / batch  # summed over ranks: the global mean
         total, extra = loss, {}
+        global_loss = world.sum(float(loss.detach()))
         weights = self.config.penalty_weights()
         if weights:  # dimensionless penalties, scaled to the cost's magnitude
             penalties = value_penalties(self.net, self.problem, trajectory, tuple(weights))
-            scale = loss.detach().abs()
-            total = loss + scale * sum(weights[k] * v for k, v in penalties.items())
-            extra = {k: float(v.detach()) for k, v in penalties.items()}
+            total = loss + abs(global_loss) * share * sum(weights[k] * v
+                                                          for k, v in penalties.items())
+            extra = {k: world.sum(share * float(v.detach())) for k, v in penalties.items()}
         self.optimizer.zero_grad(set_to_none=True)
-        if not bool(torch.isfinite(total)):
+        if world.any(not bool(torch.isfinite(total))):
             return None
         total.backward()
+        world.sum_gradients(self.net.parameters())
         if not all(bool(torch.isfinite(p.grad).all())
                    for p in self.net.parameters() if p.grad is not None):
             return None
         self.optimizer.step()
-        return float(loss.detach()), {**log.summary(), **extra}
+        return global_loss, {**log.summary(), **extra}
 
     def validate(self) -> float:
+        """Mean cost on the fixed validation states (sharded over ranks)."""
+        x = self.x_val[self.world.shard(self.x_val.shape[0])]
         with torch.no_grad():
-            return float(self.agent.objective(self.x_val, warn=False).mean())
+            local = float(self.agent.objective(x, warn=False).double().sum())
+        return self.world.sum(local) / self.x_val.shape[0]
 
 
 def prepare_output(config: TrainConfig) -> Path:
@@ -289,19 +313,28 @@ def train(config: TrainConfig, progress: bool = True,
     (``bench/quality.py`` scores held-out states there)."""
     config.validate()
     out = prepare_output(config)
+    world = World.from_environment(config.device)
+    require(config.batch >= world.size and config.val_batch >= world.size, "batch",
+            f"at least one state per rank ({world.size} ranks)", config.batch)
+    main = world.is_main
     setup = time.process_time()
-    run = Trainer(config)
+    run = Trainer(config, world)
     run.cpu = time.process_time() - setup  # the prior's open-loop solve is training time too
     run.resume()
-    save_json(out / "config.json", run_config(config, run.agent))
-    write_csv(out, run.history)  # the CSV restarts from the checkpoint
-    tb = tensorboard_writer(out) if config.tensorboard else None
-    budget = Budget(config, run.iteration, run.cpu, run.wall)
+    if main:
+        save_json(out / "config.json", run_config(config, run.agent))
+        write_csv(out, run.history)  # the CSV restarts from the checkpoint
+    tb = tensorboard_writer(out) if config.tensorboard and main else None
+    budget = Budget(config, run.iteration, run.cpu, run.wall, world)
     val_cost = run.history[-1]["val_cost"] if run.history else run.validate()
     require(math.isfinite(val_cost), "config",
             "an initial policy with a finite validation cost (the guard against blow-ups "
             "needs one)", val_cost)
     last_good, strikes, status, validated = run.snapshot(), 0, "finished", run.iteration
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():  # SIGTERM saves like Ctrl-C
+        signal.signal(signal.SIGTERM, _interrupt)
+    progress = progress and main
     bar = tqdm(total=100, disable=not progress, dynamic_ncols=True,
                desc=f"{config.grad} {run.agent.env_id}",
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix[0]}", postfix=[""])
@@ -344,8 +377,9 @@ def train(config: TrainConfig, progress: bool = True,
                 if callback is not None:
                     budget.exclude(callback, run.agent, row)
             run.history.append(row)
-            with open(out / "log.csv", "a", newline="") as fh:
-                csv.DictWriter(fh, LOG_FIELDS).writerow(row)
+            if main:
+                with open(out / "log.csv", "a", newline="") as fh:
+                    csv.DictWriter(fh, LOG_FIELDS).writerow(row)
             if tb is not None:
                 for key in ("loss", "val_cost", "lr", "inner_residual", "unconverged"):
                     tb.add_scalar(f"train/{key}", row[key], run.iteration)
@@ -362,17 +396,26 @@ def train(config: TrainConfig, progress: bool = True,
             status = stop
             if validated == run.iteration:  # else the steps since are unchecked: dropped
                 last_good = run.snapshot()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (torchrun forwards it to every rank)
         status = "interrupted"
-        tqdm.write("interrupted: saving the last good state")
+        if main:
+            tqdm.write("interrupted: saving the last good state")
         run.restore(last_good)
     finally:
         bar.close()
         if tb is not None:
             tb.close()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous_sigterm)
     run.restore(last_good)
     run.save(last_good)
+    if status != "interrupted":  # an interrupted peer may be gone: no collective call then
+        world.close()
     return TrainResult(run.agent, run.history, status, out)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def write_csv(out: Path, history: list[dict]) -> None:

@@ -10,6 +10,7 @@ import typing
 from jfbgym.agents.config import (
     DTYPE_NAMES,
     GRAD_MODE_NAMES,
+    NORMALISE,
     PRIORS,
     RESUME,
     SCHEDULES,
@@ -19,7 +20,7 @@ from jfbgym.agents.config import (
 )
 
 CHOICES = {"grad": GRAD_MODE_NAMES, "solver": SOLVER_NAMES, "dtype": DTYPE_NAMES,
-           "resume": RESUME, "schedule": SCHEDULES, "prior": PRIORS}
+           "resume": RESUME, "schedule": SCHEDULES, "prior": PRIORS, "normalise": NORMALISE}
 
 
 def json_object(text: str) -> dict:
@@ -43,6 +44,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
             else f.default
         help_text = f.metadata.get("help", "") + (f" (default: {default})"
                                                    if default not in (None, {}, False) else "")
+        help_text = help_text.replace("%", "%%")  # argparse %-formats help strings
         hint = hints[f.name]
         if hint is bool:
             parser.add_argument(flag, action="store_true", default=default, help=help_text)
