@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from jfbgym.envs.rendering import FRAME_SIZE, render_frame
-from jfbgym.figures import agg_figure, save, to_rgb
+from jfbgym.figures import agg_figure, save
 from jfbgym.problems.base import ControlProblem, Trajectory
 from jfbgym.rollout import initial_states, resolve_problem, rollout
 from jfbgym.validation import output_file, positive_int, require
@@ -26,9 +26,12 @@ FPS = 20
 
 
 def trajectory_frames(problem: ControlProblem, traj: Trajectory, index: int = 0,
-                      stride: int = 1, size: tuple[int, int] = FRAME_SIZE) -> list[np.ndarray]:
+                      stride: int = 1, size: tuple[int, int] = FRAME_SIZE,
+                      name: str | None = None) -> list[np.ndarray]:
     """Frames of sample ``index`` at steps 0, stride, 2·stride, ..., and always the last step:
-    ``len(range(0, nt + 1, stride))`` frames, plus one when nt is not a multiple of stride."""
+    ``len(range(0, nt + 1, stride))`` frames, plus one when nt is not a multiple of stride.
+    With ``name``, each frame's caption names the policy and its cost so far (the terminal
+    cost joins at the last step, so the last caption shows J)."""
     stride = positive_int(stride, "stride")
     require(0 <= index < traj.states.shape[0], "index",
             f"an integer in [0, {traj.states.shape[0]})", index)
@@ -37,7 +40,18 @@ def trajectory_frames(problem: ControlProblem, traj: Trajectory, index: int = 0,
     if steps[-1] != nt:
         steps.append(nt)
     states, controls = traj.states[index], traj.controls[index]
-    return [render_frame(problem, states[:k + 1], controls[:k], size=size) for k in steps]
+    so_far = torch.cumsum(traj.running_costs[index].double(), 0).cpu().numpy()
+    total = float(traj.cost[index])
+
+    def caption(k: int) -> str | None:
+        if name is None:
+            return None
+        if k == nt:
+            return f"{name}: J = {total:.4g}"
+        return f"{name}: cost so far {so_far[k - 1] if k else 0.0:.4g}"
+
+    return [render_frame(problem, states[:k + 1], controls[:k], size=size, caption=caption(k))
+            for k in steps]
 
 
 def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = FPS) -> Path:
@@ -58,25 +72,30 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = FPS) 
     return path
 
 
+def policy_name(policy: Any) -> str:
+    """What a caption calls ``policy``: its ``label`` (references), "JFB" for JFB agents, else
+    its class name."""
+    label = getattr(policy, "label", None)
+    if isinstance(label, str):
+        return label
+    return "JFB" if type(policy).__name__ == "JFBAgent" else type(policy).__name__
+
+
 def render_video(policy: Any, env_id: str, path: str | Path | None = None, seed: int = 0, *,
-                 env_kwargs: dict | None = None, stride: int = 2, fps: int = FPS) -> Path:
+                 env_kwargs: dict | None = None, stride: int = 1, fps: int = FPS,
+                 name: str | None = None) -> Path:
     """Roll ``policy`` out from the initial state drawn with ``seed`` and write its video
-    (default ``videos/<env id>.mp4``)."""
+    (default ``videos/<env id>.mp4``), captioned with ``name`` (default ``policy_name``) and
+    the cost so far."""
     env_id, problem = resolve_problem(env_id, env_kwargs)
     traj = rollout(policy, env_id or problem, n_episodes=1, seed=seed, env_kwargs=env_kwargs)
     path = Path("videos") / f"{env_id or problem.name}.mp4" if path is None else path
-    return write_video(trajectory_frames(problem, traj, 0, stride), path, fps)
-
-
-def _label(text: str, width: int, height: int = 28) -> np.ndarray:
-    """A white strip with ``text`` centred, (height, width, 3) uint8."""
-    fig = agg_figure(width / 80, height / 80, 80)
-    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=12)
-    return to_rgb(fig)
+    frames = trajectory_frames(problem, traj, 0, stride, name=name or policy_name(policy))
+    return write_video(frames, path, fps)
 
 
 def render_side_by_side(policies: Mapping[str, Any], env_id: str, path: str | Path,
-                        seed: int = 0, *, env_kwargs: dict | None = None, stride: int = 2,
+                        seed: int = 0, *, env_kwargs: dict | None = None, stride: int = 1,
                         fps: int = FPS) -> Path:
     """One video of several policies from the *same* initial state, labelled, left to right."""
     require(len(policies) >= 2, "policies", "at least two named policies", list(policies))
@@ -85,9 +104,7 @@ def render_side_by_side(policies: Mapping[str, Any], env_id: str, path: str | Pa
     columns = []
     for name, policy in policies.items():
         traj = rollout(policy, env_id or problem, x0=x0, env_kwargs=env_kwargs)
-        frames = trajectory_frames(problem, traj, 0, stride)
-        strip = _label(f"{name}: J = {float(traj.cost[0]):.4g}", frames[0].shape[1])
-        columns.append([np.concatenate([strip, f], axis=0) for f in frames])
+        columns.append(trajectory_frames(problem, traj, 0, stride, name=name))
     frames = [np.concatenate(row, axis=1) for row in zip(*columns)]
     return write_video(frames, path, fps)
 

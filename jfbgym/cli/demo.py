@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="the fresh run's directory")
     parser.add_argument("--videos", default="videos", help="where the mp4 and png go")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stride", type=int, default=2, help="video: draw every stride-th step")
+    parser.add_argument("--stride", type=int, default=1, help="video: draw every stride-th step")
 
 
 def main(args: argparse.Namespace) -> int:

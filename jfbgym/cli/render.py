@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="render an agent shipped with jfbgym instead, e.g. QuadSwarm-v0")
     parser.add_argument("--out", default=None, help="mp4 path (default videos/<run>.mp4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial state")
-    parser.add_argument("--stride", type=int, default=2, help="draw every stride-th step")
+    parser.add_argument("--stride", type=int, default=1, help="draw every stride-th step")
     parser.add_argument("--fps", type=int, default=None,
                         help="frames per second of the video (default: the library's)")
     parser.add_argument("--vs", default=None, choices=["zero", "heuristic"],
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from jfbgym.baselines import references
-    from jfbgym.render import FPS, render_side_by_side, render_video
+    from jfbgym.render import FPS, policy_name, render_side_by_side, render_video
     from jfbgym.rollout import load_policy, resolve_problem
     from jfbgym.validation import require
 
@@ -33,15 +33,16 @@ def main(args: argparse.Namespace) -> int:
         from jfbgym.agents import JFBAgent
 
         policy = JFBAgent.pretrained(args.pretrained)
-        env_id, env_kwargs, name = policy.env_id, policy.env_kwargs, args.pretrained
+        env_id, env_kwargs, stem = policy.env_id, policy.env_kwargs, args.pretrained
+        name = f"JFB (shipped {args.pretrained})"
     else:
         policy, env_id, env_kwargs = load_policy(args.run_dir)
-        name = Path(args.run_dir).name
+        stem, name = Path(args.run_dir).name, policy_name(policy)
     fps = FPS if args.fps is None else args.fps
-    out = args.out or str(Path("videos") / f"{name}.mp4")
+    out = args.out or str(Path("videos") / f"{stem}.mp4")
     if args.vs is None:
         path = render_video(policy, env_id, out, args.seed, env_kwargs=env_kwargs,
-                            stride=args.stride, fps=fps)
+                            stride=args.stride, fps=fps, name=name)
     else:
         _, problem = resolve_problem(env_id, env_kwargs)
         refs = list(references(problem).items())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+import jfbgym.envs.raster as raster  # noqa: PLR0402 (not via jfbgym.envs: a cycle)
 from jfbgym.figures import agg_figure, to_rgb
 from jfbgym.problems.base import ControlProblem
 
@@ -31,11 +32,12 @@ def _numpy(x: np.ndarray | torch.Tensor | None) -> np.ndarray | None:
 
 def render_frame(problem: ControlProblem, states: np.ndarray | torch.Tensor,
                  controls: np.ndarray | torch.Tensor | None = None, *,
-                 size: tuple[int, int] = FRAME_SIZE) -> np.ndarray:
+                 size: tuple[int, int] = FRAME_SIZE, caption: str | None = None) -> np.ndarray:
     """Draw one sample's trajectory prefix as an RGB frame ``(height, width, 3)`` uint8.
 
     ``states`` is ``(k + 1, n)`` (z_0..z_k, the last one is drawn as "now"); ``controls`` is
-    ``(k, m)`` or ``None``. The picture is the problem's (``ControlProblem.draw``).
+    ``(k, m)`` or ``None``; ``caption`` (the policy, its cost so far) goes at the bottom. The
+    picture is the problem's: its fast ``raster`` hook, else its matplotlib ``draw``.
     """
     states = _numpy(states)
     controls = _numpy(controls)
@@ -51,6 +53,21 @@ def render_frame(problem: ControlProblem, states: np.ndarray | torch.Tensor,
             isinstance(s, int) and s >= 32 and s % 2 == 0 for s in size)):
         raise ValueError(f"size: expected (width, height), even integers >= 32, got {size!r}")
     times = problem.step_size * np.arange(len(states))
+    canvas = problem.raster(raster, states, controls, times, size)
+    if canvas is not None:
+        if caption:
+            canvas.text((10, size[1] - 24), caption)
+        return canvas.pixels()
+    return matplotlib_frame(problem, states, controls, times, size, caption)
+
+
+def matplotlib_frame(problem: ControlProblem, states: np.ndarray, controls: np.ndarray | None,
+                     times: np.ndarray, size: tuple[int, int] = FRAME_SIZE,
+                     caption: str | None = None) -> np.ndarray:
+    """The frame drawn by the problem's matplotlib ``draw`` (the fallback, and the
+    ``bench/render.py`` baseline)."""
     fig = agg_figure(size[0] / _DPI, size[1] / _DPI, _DPI)
     problem.draw(fig, states, controls, times)
+    if caption:
+        fig.text(0.02, 0.01, caption, fontsize=10)
     return to_rgb(fig)

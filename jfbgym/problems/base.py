@@ -359,6 +359,13 @@ class ControlProblem(torch.nn.Module):
             panels.append(("control", times[:len(controls)], controls))
         draw_time_series(fig, panels, self.horizon, f"{self.name}, t={times[-1]:.2f}")
 
+    def raster(self, kit: Any, states: np.ndarray, controls: np.ndarray | None,
+               times: np.ndarray, size: tuple[int, int]) -> Any:
+        """A fast video frame of the same trajectory prefix as ``draw``: a ``kit.Canvas`` drawn
+        in world coordinates (``jfbgym.envs.raster``, passed in so that problems import nothing
+        from the envs), or None to fall back to ``draw`` (matplotlib, ~100× slower)."""
+        return None
+
     def project_control(self, u: Tensor) -> Tensor:
         """Clip u onto ``control_bounds`` (identity when unconstrained)."""
         bounds = self.control_bounds

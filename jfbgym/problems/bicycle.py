@@ -234,6 +234,31 @@ class MultiBicycle(ControlProblem):
         ax.legend(loc="upper left", fontsize=8)
         ax.set_title(f"MultiBicycle N={n}, t={times[-1]:.2f}")
 
+    def raster(self, kit: Any, states: np.ndarray, controls: np.ndarray | None,
+               times: np.ndarray, size: tuple[int, int]) -> Any:
+        """Each bicycle in its own colour: trail, body along its heading, and its target."""
+        n = self.n_agents
+        agents = states.reshape(len(states), n, -1)  # (T, N, 4): x, y, heading, speed
+        goals = self.targets_xy.detach().cpu().double().numpy()
+        box = np.concatenate([agents[0, :, :2], goals])
+        lo, hi = box.min(0), box.max(0)
+        pad = np.maximum(0.15 * (hi - lo).max(), 0.5)
+        canvas = kit.Canvas(size, kit.View(lo - pad, hi + pad, size))
+        length = 0.5 * max(self.wheelbase, 0.06 * float((hi - lo).max()))
+        now = agents[-1]
+        shared = bool(np.allclose(goals, goals[0]))
+        for i in range(n):
+            rgb = kit.colour(i)
+            canvas.cross(goals[i], 6, kit.INK if shared else rgb, 2)
+            canvas.polyline(agents[:, i, :2], kit.faded(rgb, 0.45), 2)
+            heading = np.array([np.cos(now[i, 2]), np.sin(now[i, 2])])
+            canvas.segment(now[i, :2] - length * heading, now[i, :2] + length * heading, rgb, 5)
+            canvas.dot(now[i, :2] + length * heading, 3, kit.INK)
+        canvas.text((10, 8), f"MultiBicycle, N = {n}    t = {times[-1]:.2f} / {self.horizon:g}")
+        canvas.text((10, 26), f"× {'target' if shared else 'targets'} · bar: body along the "
+                    "heading, dot: front wheel", small=True)
+        return canvas
+
     def _steering_terms(self, z: Tensor, p: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(δ, c = p_ψ v / l, inside-box mask), each (B, N)."""
         delta = self.agents(u)[..., 0]

@@ -181,6 +181,53 @@ class QuadSwarm(ControlProblem):
         ax.legend(loc="upper left", fontsize=8)
         ax.set_title(f"QuadSwarm N={n}, t={times[-1]:.2f}")
 
+    def raster(self, kit: Any, states: np.ndarray, controls: np.ndarray | None,
+               times: np.ndarray, size: tuple[int, int]) -> Any:
+        """Each drone in its own colour: trail, body arms (its attitude), thrust arrow (length
+        ∝ u₁/(m g)), floor shadow, and its target; a fixed camera framing start and targets."""
+        n = self.n_agents
+        agents = states.reshape(len(states), n, -1)
+        pos = agents[..., :3]
+        targets = self.targets_state[:, :3].detach().cpu().double().numpy()
+        box = np.concatenate([pos[0], targets])
+        lo, hi = box.min(0), box.max(0)
+        pad = np.maximum(0.3 * (hi - lo).max(), 1.0)
+        lo, hi = lo - pad, hi + pad
+        floor = lo[2]
+        canvas = kit.Canvas(size, kit.View(lo, hi, size))
+        for k in np.arange(np.ceil(lo[0]), hi[0] + 1e-9):  # floor grid, 1 unit apart
+            canvas.segment(np.array([k, lo[1], floor]), np.array([k, hi[1], floor]), kit.GRID, 1)
+        for k in np.arange(np.ceil(lo[1]), hi[1] + 1e-9):
+            canvas.segment(np.array([lo[0], k, floor]), np.array([hi[0], k, floor]), kit.GRID, 1)
+        arm = 0.12  # drawn arm half-length, world units
+        now = agents[-1]
+        psi, theta, phi = now[:, 3], now[:, 4], now[:, 5]
+        cps, sps, cth, sth, cph, sph = (np.cos(psi), np.sin(psi), np.cos(theta), np.sin(theta),
+                                        np.cos(phi), np.sin(phi))
+        body_x = np.stack([cps * cth, sps * cth, -sth], -1)
+        body_y = np.stack([cps * sth * sph - sps * cph, sps * sth * sph + cps * cph, cth * sph], -1)
+        body_z = np.stack([cps * sth * cph + sps * sph, sps * sth * cph - cps * sph, cth * cph], -1)
+        thrust = np.ones(n) if controls is None or len(controls) == 0 else \
+            controls[-1].reshape(n, -1)[:, 0] / (self.mass * max(self.gravity, 1e-9))
+        order = np.argsort(canvas.view.depth(pos[-1]))
+        for i in order:  # far drones first
+            rgb = kit.colour(i)
+            canvas.cross(targets[i], 6, kit.INK if self.targets == "shared" else rgb, 2)
+            shadow = pos[-1, i].copy()
+            shadow[2] = floor
+            canvas.dot(shadow, 3, kit.faded(kit.INK, 0.75))
+            canvas.polyline(pos[:, i], kit.faded(rgb, 0.45), 2)
+            p = pos[-1, i]
+            canvas.segment(p - arm * body_x[i], p + arm * body_x[i], kit.INK, 3)
+            canvas.segment(p - arm * body_y[i], p + arm * body_y[i], kit.INK, 3)
+            canvas.segment(p, p + 2.5 * arm * np.clip(thrust[i], 0.0, 3.0) * body_z[i], rgb, 2)
+            canvas.dot(p, 4, rgb)
+        label = "quadrotor" if n == 1 else f"QuadSwarm, N = {n}"
+        canvas.text((10, 8), f"{label}    t = {times[-1]:.2f} / {self.horizon:g}")
+        canvas.text((10, 26), f"× {'target' if self.targets == 'shared' else 'targets'} · cross: "
+                    "attitude · arrow: thrust / (m g) · grey: shadow on the floor", small=True)
+        return canvas
+
     def control_matrix_transpose(self, z: Tensor, p: Tensor) -> Tensor:
         """q = B(z)ᵀp per agent, (B, N, 4): (p_v · d / m, p_ψ̇, p_θ̇, p_φ̇)."""
         d, _ = thrust_direction(self.agents(z)[..., 3:6])
