@@ -8,6 +8,7 @@ heuristic. Settings, seed, commit, CPU time, hardware and scores go into its ``a
 
     python bench/pretrain.py                       # every agent (about 1.5 CPU-hours)
     python bench/pretrain.py --names Quadrotor-v0  # one
+    python bench/pretrain.py --table               # the README's table, from the records
 """
 
 from __future__ import annotations
@@ -60,10 +61,18 @@ def pretrain(name: str, states: int) -> dict:
     config = TrainConfig(env_id=env_id, problem_kwargs=dict(kwargs), cpu_minutes=minutes,
                          iters=10**9, out=str(ROOT / "results" / "pretrain" / name), seed=0,
                          **overrides)
-    load = [round(x, 2) for x in os.getloadavg()]
-    result = train(config)
-    agent = result.agent
+    load, trained_from = [round(x, 2) for x in os.getloadavg()], commit()
     x0 = held_out_states(problem_for_env(env_id, **kwargs), states)
+    curve: list[list[float]] = []  # (training CPU seconds, held-out J), not charged to training
+
+    def score(agent, row) -> None:
+        if not curve or row["cpu"] >= curve[-1][0] + 60.0:
+            with torch.no_grad():
+                curve.append([round(row["cpu"], 1),
+                              float(agent.objective(x0, warn=False).double().mean())])
+
+    result = train(config, callback=score)
+    agent = result.agent
     with torch.no_grad():
         costs = agent.objective(x0, warn=False).double()
         heuristic = list(references(agent.problem).values())[-1]  # the heuristic, else zero
@@ -72,7 +81,7 @@ def pretrain(name: str, states: int) -> dict:
     J, J_star = float(costs.mean()), float(refined["cost"].mean())
     last = result.history[-1]
     record = {
-        "env_id": env_id, "env_kwargs": kwargs, "seed": config.seed, "commit": commit(),
+        "env_id": env_id, "env_kwargs": kwargs, "seed": config.seed, "commit": trained_from,
         "command": f"python bench/pretrain.py --names {name}",
         "train": config.to_dict(), "status": result.status, "iterations": last["iteration"],
         "train_cpu_seconds": round(last["cpu"], 1), "threads": torch.get_num_threads(),
@@ -84,7 +93,7 @@ def pretrain(name: str, states: int) -> dict:
         "gap": (J - J_star) / abs(J_star), "J_star_certificate": refined["certificate"],
         "J_star_per_state": [round(float(c), 8) for c in refined["cost"]],
         "heuristic": heuristic.label, "heuristic_J": float(h_cost.mean()),
-        "date": time.strftime("%Y-%m-%d"),
+        "date": time.strftime("%Y-%m-%d"), "curve": curve,
     }
     agent.save(SHIPPED / name, record)
     print(f"{name}: J {J:.6g} ± {record['J_ci95']:.2g}, J* {J_star:.6g}, gap "
@@ -94,11 +103,30 @@ def pretrain(name: str, states: int) -> dict:
     return record
 
 
+def table() -> str:
+    """A markdown table of every shipped agent's record."""
+    from jfbgym.agents.pretrained import available, record
+
+    lines = ["| agent | J (mean ± 95% CI) | J* (certified) | gap | heuristic J | training |",
+             "|---|---|---|---|---|---|"]
+    for name in available():
+        r = record(name)
+        lines.append(f"| `{name}` | {r['J']:.5g} ± {r['J_ci95']:.2g} | {r['J_star']:.5g} | "
+                     f"{100 * r['gap']:+.2f}% | {r['heuristic_J']:.4g} | {r['iterations']} "
+                     f"iterations, {r['train_cpu_seconds'] / 60:.1f} CPU-min, 1 thread, "
+                     f"{r['hardware']} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--names", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--states", type=int, default=100, help="held-out states")
+    parser.add_argument("--table", action="store_true", help="print the records' table only")
     args = parser.parse_args()
+    if args.table:
+        print(table())
+        return 0
     torch.set_num_threads(1)
     for name in args.names:
         pretrain(name, args.states)
