@@ -14,6 +14,7 @@ heuristic. Settings, seed, commit, CPU time, hardware and scores go into its ``a
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -54,12 +55,15 @@ def commit() -> str:
         return "unknown"
 
 
-def pretrain(name: str, states: int) -> dict:
+def pretrain(name: str, states: int, extra: dict | None = None,
+             dest: Path = SHIPPED) -> dict:
     label, minutes, overrides = RECIPES[name]
+    overrides = {**overrides, **(extra or {})}
     env_id, kwargs = quality.ENVS[label]
     ref = quality.reference(label, states, quick=False)
     config = TrainConfig(env_id=env_id, problem_kwargs=dict(kwargs), cpu_minutes=minutes,
-                         iters=10**9, out=str(ROOT / "results" / "pretrain" / name), seed=0,
+                         iters=10**9, seed=0,
+                         out=str(ROOT / "results" / "pretrain" / f"{name}-{dest.name}"),
                          **overrides)
     load, trained_from = [round(x, 2) for x in os.getloadavg()], commit()
     x0 = held_out_states(problem_for_env(env_id, **kwargs), states)
@@ -95,7 +99,7 @@ def pretrain(name: str, states: int) -> dict:
         "heuristic": heuristic.label, "heuristic_J": float(h_cost.mean()),
         "date": time.strftime("%Y-%m-%d"), "curve": curve,
     }
-    agent.save(SHIPPED / name, record)
+    agent.save(dest / name, record)
     print(f"{name}: J {J:.6g} ± {record['J_ci95']:.2g}, J* {J_star:.6g}, gap "
           f"{100 * record['gap']:+.2f}%, {heuristic.label} {record['heuristic_J']:.6g}; "
           f"{record['iterations']} iterations in {record['train_cpu_seconds']:.0f} CPU-s",
@@ -123,13 +127,16 @@ def main() -> int:
     parser.add_argument("--names", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--states", type=int, default=100, help="held-out states")
     parser.add_argument("--table", action="store_true", help="print the records' table only")
+    parser.add_argument("--set", default=None, help="TrainConfig overrides as JSON (recorded)")
+    parser.add_argument("--dest", default=str(SHIPPED),
+                        help="where the agents go (default: the package's shipped agents)")
     args = parser.parse_args()
     if args.table:
         print(table())
         return 0
     torch.set_num_threads(1)
     for name in args.names:
-        pretrain(name, args.states)
+        pretrain(name, args.states, json.loads(args.set) if args.set else None, Path(args.dest))
     return 0
 
 
