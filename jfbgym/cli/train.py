@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import typing
 
 from jfbgym.agents.config import (
@@ -80,6 +81,7 @@ def main(args: argparse.Namespace) -> int:
 
     result = train(config_from_args(args))
     last = result.history[-1] if result.history else {}
-    print(f"{result.status} after {last.get('iteration', 0)} iterations: validation cost "
-          f"{last.get('val_cost', float('nan')):.6g}; saved to {result.out}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        print(f"{result.status} after {last.get('iteration', 0)} iterations: validation cost "
+              f"{last.get('val_cost', float('nan')):.6g}; saved to {result.out}")
     return {"finished": 0, "time budget": 0, "interrupted": 130}.get(result.status, 1)
