@@ -111,7 +111,7 @@ def table() -> str:
     """A markdown table of every shipped agent's record."""
     from jfbgym.agents.pretrained import available, record
 
-    lines = ["| agent | J (mean ± 95% CI) | J* (certified) | gap | heuristic J | training |",
+    lines = ["| agent | J (mean ± 95% CI) | J* (certified) | gap | heuristic J (LQ: zero control) | training |",
              "|---|---|---|---|---|---|"]
     for name in available():
         r = record(name)
