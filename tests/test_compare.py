@@ -42,4 +42,4 @@ def test_compare_end_to_end(tmp_path, capsys) -> None:
     for png in ("comparison.png", "training.png"):
         assert (out / png).stat().st_size > 1000
     videos = list(out.glob("jfb_vs_*.mp4"))
-    assert len(videos) == 1 and len(iio.imread(videos[0])) == 7  # steps 0, 2, ..., 12
+    assert len(videos) == 1 and len(iio.imread(videos[0])) == 13  # steps 0, 1, ..., 12

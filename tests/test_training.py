@@ -208,3 +208,33 @@ def test_load_refuses_a_changed_problem(tmp_path) -> None:
     (result.out / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="trained on"):
         JFBAgent.load(result.out)
+
+
+def test_the_agent_is_the_best_validated_one(tmp_path, monkeypatch) -> None:
+    """A run that drifts after its best validation returns (and loads as) the best weights,
+    while its checkpoint keeps the last state for --resume."""
+    calls = {"n": 0}
+    objective = agent_module.JFBAgent.objective
+
+    def drifting(self, x0, grad=None, log=None, warn=True):
+        cost = objective(self, x0, grad, log, warn)
+        if grad is None:  # validations: the last two look 50% worse than they are
+            calls["n"] += 1
+            if calls["n"] >= 4:
+                return cost + 0.5 * cost.abs()
+        return cost
+
+    monkeypatch.setattr(agent_module.JFBAgent, "objective", drifting)
+    result = train(lq_config(tmp_path, iters=4, batch=8, val_batch=8, width=8), progress=False)
+    monkeypatch.undo()
+    state = load_state(result.out / CHECKPOINT)
+    best = state["best"]
+    assert state["iteration"] == 4 and best["iteration"] <= 2  # before the drift
+    assert best["val_cost"] == min([best["val_cost"]] + [r["val_cost"] for r in result.history])
+    assert best["val_cost"] < result.history[-1]["val_cost"]
+    for key, value in state["best"]["model"].items():
+        assert torch.equal(result.agent.network.state_dict()[key], value)
+    assert not all(torch.equal(state["model"][k], v) for k, v in best["model"].items())
+    loaded = JFBAgent.load(result.out)
+    for key, value in state["best"]["model"].items():
+        assert torch.equal(loaded.network.state_dict()[key], value)

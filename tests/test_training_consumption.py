@@ -102,7 +102,8 @@ def test_blown_up_validation_undoes_the_step(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(JFBAgent, "objective", spiking)
     config = TrainConfig(env_id="LinearQuadratic-v0", iters=4, batch=4, val_batch=4, width=8,
-                         rank=2, lr=1e-2, seed=0, out=str(tmp_path / "lq"), checkpoint_every=4)
+                         rank=2, lr=1e-2, seed=0, out=str(tmp_path / "lq"), checkpoint_every=4,
+                         val_every=1, schedule="plateau", warmup=0)  # counted step by step
     history = train(config, progress=False).history
     assert [row["iteration"] for row in history] == [1, 2, 3, 4]
     assert [row["lr"] for row in history] == [1e-2, 1e-2, 5e-3, 5e-3]

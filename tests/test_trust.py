@@ -133,7 +133,8 @@ def test_failed_inner_solves_warn_once_with_the_count() -> None:
     from jfbgym.agents import SolverOptions
 
     agent = JFBAgent.build("Quadrotor-v0", {"n_steps": 5}, width=8,
-                           solver=SolverOptions("gradient", alpha=0.01, max_iters=2, tol=0.0))
+                           solver=SolverOptions("gradient", alpha=0.01, max_iters=2, tol=0.0),
+                           prior="none", normalise=False)  # no prior: no solve starts solved
     x0 = agent.problem.sample_initial_states(3)
     with pytest.warns(RuntimeWarning, match=r"^15 of 15 inner solves") as caught:
         agent.objective(x0)
@@ -165,10 +166,12 @@ def test_damaged_runs_are_refused_naming_the_file(lq_run, tmp_path, capsys, dama
     else:
         state = load_state(ckpt)
         key = next(iter(state["model"]))
-        if damage == "wrong_shape":
-            state["model"][key] = torch.zeros(3, 3, 3)
-        else:
-            state["model"][key] = state["model"][key] * float("nan")
+        models = [state["model"]] + ([state["best"]["model"]] if state.get("best") else [])
+        for model in models:  # the current and the best weights alike
+            if damage == "wrong_shape":
+                model[key] = torch.zeros(3, 3, 3)
+            else:
+                model[key] = model[key] * float("nan")
         torch.save(state, ckpt)
     named = str(config) if damage in ("no_dtype", "garbage_json") else str(ckpt)
     with pytest.raises(ValueError, match=message) as info:

@@ -229,7 +229,9 @@ class JFBAgent:
             agent = cls.from_config(load_config(path), device, where=str(path / "config.json"))
             state = load_state(weights, agent.problem.device)
             require_keys(state, ("model",), str(weights))
-            model = state["model"]
+            best = state.get("best")  # the best validated weights, when the run kept them
+            model = best["model"] if isinstance(best, dict) and "model" in best else \
+                state["model"]
         load_weights(agent.network, model, weights)
         agent.network.eval()
         return agent
