@@ -36,7 +36,7 @@ def worker(spec: dict) -> dict:
     """Train one mode in this process; return its measurements."""
     import torch
 
-    from jfbgym.agents.train import TrainConfig, train
+    from jfbgym.agents.trainer import TrainConfig, train
 
     torch.set_num_threads(spec.pop("threads"))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

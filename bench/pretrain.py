@@ -28,7 +28,7 @@ import torch
 
 from jfbgym.agents.config import TrainConfig
 from jfbgym.agents.pretrained import SHIPPED
-from jfbgym.agents.train import train
+from jfbgym.agents.trainer import train
 from jfbgym.baselines import references
 from jfbgym.evaluation import HELD_OUT_SEED, held_out_states
 from jfbgym.problems import problem_for_env

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from jfbgym.agents.config import TrainConfig
-from jfbgym.agents.train import train
+from jfbgym.agents.trainer import train
 from jfbgym.evaluation import HELD_OUT_SEED, held_out_states
 from jfbgym.openloop import open_loop_optimum
 from jfbgym.problems import problem_for_env

@@ -73,12 +73,15 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = FPS) 
 
 
 def policy_name(policy: Any) -> str:
-    """What a caption calls ``policy``: its ``label`` (references), "JFB" for JFB agents, else
-    its class name."""
+    """What a caption calls ``policy``: its ``label`` (references), "JFB" or "direct policy"
+    for agents, the algorithm for RL baselines, else its class name."""
     label = getattr(policy, "label", None)
     if isinstance(label, str):
         return label
-    return "JFB" if type(policy).__name__ == "JFBAgent" else type(policy).__name__
+    names = {"JFBAgent": "JFB", "DirectAgent": "direct policy"}
+    model = getattr(policy, "model", None)  # an RLPolicy: name its SB3 algorithm
+    cls = type(model if model is not None and type(policy).__name__ == "RLPolicy" else policy)
+    return names.get(cls.__name__, cls.__name__)
 
 
 def render_video(policy: Any, env_id: str, path: str | Path | None = None, seed: int = 0, *,

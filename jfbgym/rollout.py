@@ -118,15 +118,15 @@ def env_rollout(policy: Any, env_id: str, x0: Tensor, env_kwargs: dict | None = 
 
 
 def load_policy(run_dir: str | Path) -> tuple[Any, str, dict]:
-    """(policy, env id, env kwargs) of a JFB run directory or an SB3 baseline directory; loading
-    either executes nothing from its files."""
+    """(policy, env id, env kwargs) of an agent's run directory (JFB or direct) or an SB3
+    baseline directory; loading either executes nothing from its files."""
     run_dir = Path(run_dir)
     if (run_dir / "baseline.json").is_file():
         from jfbgym.baselines import load_baseline
 
         model, run = load_baseline(run_dir)
         return model, run.env_id, run.env_kwargs
-    from jfbgym.agents import JFBAgent
+    from jfbgym.agents import load_agent
 
-    agent = JFBAgent.load(run_dir)
+    agent = load_agent(run_dir)
     return agent, agent.env_id, agent.env_kwargs

@@ -101,7 +101,7 @@ def tiny():
 
 def test_a_new_problem_works_everywhere(tiny, tmp_path) -> None:
     from jfbgym.agents.config import TrainConfig
-    from jfbgym.agents.train import train
+    from jfbgym.agents.trainer import train
     from jfbgym.baselines import references
     from jfbgym.envs import parallel_env, render_frame
     from jfbgym.evaluation import evaluate

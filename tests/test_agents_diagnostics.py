@@ -12,7 +12,7 @@ import torch
 from jfbgym.agents import JFBAgent
 from jfbgym.agents.config import TrainConfig
 from jfbgym.agents.diagnostics import contraction, m_theta_singular_values
-from jfbgym.agents.train import train
+from jfbgym.agents.trainer import train
 from jfbgym.cli import main as cli
 
 

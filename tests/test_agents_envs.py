@@ -11,7 +11,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from jfbgym.agents import JFBAgent
 from jfbgym.agents.config import TrainConfig
-from jfbgym.agents.train import train
+from jfbgym.agents.trainer import train
 from jfbgym.envs import parallel_env
 
 

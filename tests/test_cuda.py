@@ -7,7 +7,7 @@ import torch
 
 from jfbgym.agents import JFBAgent
 from jfbgym.agents.config import TrainConfig
-from jfbgym.agents.train import train
+from jfbgym.agents.trainer import train
 from jfbgym.evaluation import evaluate
 from jfbgym.problems import problem_for_env
 

@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from jfbgym.agents.checkpoint import load_state
 from jfbgym.agents.config import TrainConfig
 from jfbgym.agents.distributed import World
-from jfbgym.agents.train import train
+from jfbgym.agents.trainer import train
 
 SETTINGS = {"env_id": "QuadSwarm-v0", "n_agents": 2, "problem_kwargs": {"n_steps": 20},
             "batch": 6, "val_batch": 5, "width": 16, "depth": 2, "rank": 3, "dtype": "float64",

@@ -60,7 +60,7 @@ def test_sb3_evaluate_policy_agrees() -> None:
 
 def test_evaluate_cli_on_a_trained_run(tmp_path, capsys) -> None:
     from jfbgym.agents.config import TrainConfig
-    from jfbgym.agents.train import train
+    from jfbgym.agents.trainer import train
     from jfbgym.cli.evaluate import add_arguments, main
 
     train(TrainConfig(env_id="LinearQuadratic-v0", iters=3, batch=8, val_batch=8,

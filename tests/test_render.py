@@ -71,7 +71,7 @@ def test_write_video_keeps_every_frame_in_order(tmp_path, n: int) -> None:
 
 def test_render_cli(tmp_path) -> None:
     from jfbgym.agents.config import TrainConfig
-    from jfbgym.agents.train import train
+    from jfbgym.agents.trainer import train
     from jfbgym.cli.render import add_arguments, main
 
     run = tmp_path / "quad1"

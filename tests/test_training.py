@@ -13,7 +13,7 @@ import jfbgym.agents.agent as agent_module
 from jfbgym.agents import JFBAgent
 from jfbgym.agents.checkpoint import CHECKPOINT, load_state, snapshot_paths
 from jfbgym.agents.config import TrainConfig
-from jfbgym.agents.train import train
+from jfbgym.agents.trainer import train
 from jfbgym.cli.train import add_arguments, config_from_args
 
 

@@ -8,7 +8,7 @@ import torch
 
 from jfbgym.agents import JFBAgent, ValueNetwork
 from jfbgym.agents.config import TrainConfig
-from jfbgym.agents.train import train
+from jfbgym.agents.trainer import train
 from jfbgym.openloop import open_loop_optimum
 from jfbgym.problems.consumption import ConsumptionSavings
 

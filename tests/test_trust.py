@@ -18,7 +18,7 @@ import jfbgym  # noqa: F401  (registers the ids)
 from jfbgym.agents import JFBAgent
 from jfbgym.agents.checkpoint import CHECKPOINT, CheckpointError, load_state
 from jfbgym.agents.config import TrainConfig
-from jfbgym.agents.train import train
+from jfbgym.agents.trainer import train
 from jfbgym.cli import main as cli
 from jfbgym.problems import ENV_SPECS, make_problem
 from jfbgym.problems.registry import problem_keywords

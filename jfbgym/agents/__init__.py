@@ -1,4 +1,5 @@
-"""The JFB agent: value network Φ_θ, implicit control layer, training and diagnostics.
+"""The agents: JFB (value network Φ_θ, implicit control layer), the direct policy baseline,
+their shared trainer and diagnostics.
 
 Names resolve lazily (PEP 562), so the torch-free ``jfbgym.agents.config`` imports without
 torch (the command line parses its arguments before anything heavy loads).
@@ -9,9 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_LAZY = {"InnerLog": ".agent", "JFBAgent": ".agent", "GRAD_MODES": ".implicit",
+_LAZY = {"Agent": ".policy", "DirectAgent": ".direct", "load_agent": ".policy",
+         "InnerLog": ".agent", "JFBAgent": ".agent", "GRAD_MODES": ".implicit",
          "SOLVERS": ".implicit", "SolverOptions": ".implicit", "control_layer": ".implicit",
-         "ValueNetwork": ".network", "TrainConfig": ".config", "train": ".train"}
+         "ValueNetwork": ".network", "TrainConfig": ".config", "train": ".trainer"}
 
 
 def __getattr__(name: str) -> Any:
@@ -20,5 +22,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["GRAD_MODES", "SOLVERS", "InnerLog", "JFBAgent", "SolverOptions", "TrainConfig",
-           "ValueNetwork", "control_layer", "train"]
+__all__ = ["GRAD_MODES", "SOLVERS", "Agent", "DirectAgent", "InnerLog", "JFBAgent", "SolverOptions", "TrainConfig",
+           "ValueNetwork", "control_layer", "load_agent", "train"]

@@ -1,51 +1,31 @@
 """``JFBAgent``: a value network plus the implicit control layer, as a feedback policy.
 
-The agent is the object every consumer shares: the trainer differentiates ``objective``;
-``control(t, z)`` is a batched feedback law usable with ``problem.rollout``; ``predict`` is the
-Stable-Baselines3 interface for the Gymnasium envs (observation = concat(z, t)); and
-``predict_parallel`` maps a PettingZoo observation dict or the global state to every agent's
-action (agent i's action is its control block). ``JFBAgent.load(path)`` rebuilds it from a
-run directory or a saved agent and refuses weights that do not fit;
-``JFBAgent.pretrained(env_id)`` loads one shipped with the package.
+The trainer differentiates its ``objective``; ``control(t, z)`` is a batched feedback law
+usable with ``problem.rollout``; ``predict``, ``predict_parallel``, ``save``, ``load`` and
+``pretrained`` come from ``jfbgym.agents.policy.Agent``, which every agent kind shares.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from jfbgym.problems import problem_for_env, problem_kwargs, strip_namespace
+from jfbgym.problems import problem_for_env
 from jfbgym.problems.base import ControlProblem, Time, Trajectory
 from jfbgym.validation import one_of, require
 
-from .checkpoint import (
-    CHECKPOINT,
-    CheckpointError,
-    load_config,
-    load_state,
-    load_weights,
-    read_json,
-    require_keys,
-    save_json,
-    save_state,
-    state_is_finite,
-)
 from .config import NORMALISE, PRIORS
 from .implicit import SolverOptions, StepStats, control_layer, grad_mode
 from .network import CORRECTION_SCALE, ValueNetwork
-from .pretrained import AGENT_JSON, WEIGHTS, is_saved_agent, shipped_path
+from .policy import DTYPES, Agent, visited_state_normalisation
 from .prior import LocalValue, build_local_value
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-NORMALISATION_FLOOR = 0.05  # smallest input scale, as a fraction of the largest
+__all__ = ["DTYPES", "InnerLog", "JFBAgent"]
 DEFAULT_SOLVER = SolverOptions()
 
 
@@ -81,47 +61,31 @@ def resolve_prior(problem: ControlProblem, kind: str) -> str:
     return kind
 
 
-def fit_normalisation(agent: JFBAgent, batch: int = 256, seed: int = 0,
-                      floor: float = NORMALISATION_FLOOR) -> None:
-    """Set the network's input normalisation from the states the initial policy visits from
-    ``batch`` draws of ρ (per component: mean and standard deviation over every step, the
-    deviation floored at ``floor`` times the largest one), time mapped onto [−1, 1], and the
-    additive correction's value scale c = mean |V₀(0, x₀)| (1 without a local prior)."""
-    problem, net = agent.problem, agent.network
-    x0 = problem.sample_initial_states(batch, torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        states = agent.rollout(x0, warn=False).states.reshape(-1, problem.state_dim)
-        finite = states[torch.isfinite(states).all(-1)]
-        std = finite.std(0) if finite.shape[0] > 1 else torch.ones_like(states[0])
-        std = torch.nan_to_num(std, nan=1.0).clamp_min(floor * float(std.max()) + 1e-12)
-        half = torch.full((1,), 0.5 * problem.horizon, dtype=states.dtype, device=states.device)
-        shift = torch.cat([finite.mean(0) if finite.shape[0] else torch.zeros_like(std), half])
-        scale = torch.cat([std, half])
-        value = 1.0
-        if net.local is not None:
-            value = max(float(net.local(0.0, x0)[0].abs().mean()), 1e-6)
-    net.set_normalisation(shift, scale, value)
+def fit_normalisation(agent: JFBAgent, batch: int = 256, seed: int = 0) -> None:
+    """Set the network's input normalisation from the states the initial policy visits
+    (``visited_state_normalisation``) and the additive correction's value scale
+    c = mean |V₀(0, x₀)| (1 without a local prior)."""
+    shift, scale, x0 = visited_state_normalisation(agent, batch, seed)
+    value = 1.0
+    if agent.network.local is not None:
+        with torch.no_grad():
+            value = max(float(agent.network.local(0.0, x0)[0].abs().mean()), 1e-6)
+    agent.network.set_normalisation(shift, scale, value)
 
 
-class JFBAgent:
-    """A trained (or training) JFB value-function agent for one problem.
+class JFBAgent(Agent):
+    """A trained (or training) JFB value-function agent for one problem: the control is the
+    fixed point u* = argmin_u H(t, z, ∇_zΦ_θ, u) of the implicit layer."""
 
-    ``env_id`` and ``env_kwargs`` (problem overrides) name the problem, as in
-    ``jfbgym.problems.problem_for_env``.
-    """
+    kind = "jfb"
 
     def __init__(self, problem: ControlProblem, network: ValueNetwork,
                  solver: SolverOptions = DEFAULT_SOLVER, env_id: str = "",
                  env_kwargs: Mapping[str, Any] | None = None) -> None:
-        require(isinstance(problem, ControlProblem), "problem", "a ControlProblem",
-                type(problem).__name__)
+        super().__init__(problem, network, env_id, env_kwargs)
         require(network.state_dim == problem.state_dim, "network",
                 f"a value network for state_dim {problem.state_dim}", network.state_dim)
-        self.problem = problem
-        self.network = network
         self.solver = solver
-        self.env_id = strip_namespace(env_id) if env_id else ""
-        self.env_kwargs = dict(env_kwargs or {})
         self.prior = network.composition if network.composition != "relative" else "problem"
         if self.prior == "additive":
             self.prior = "local"
@@ -163,122 +127,26 @@ class JFBAgent:
         agent.prior = prior
         return agent
 
-    def config(self) -> dict:
-        """The settings that rebuild this agent (the ``agent`` part of a run's config.json)."""
-        return {"env_id": self.env_id, "env_kwargs": self.env_kwargs,
-                "problem_name": self.problem.name, "problem": self.problem.config(),
-                "network": self.network.config(), "solver": dataclasses.asdict(self.solver),
-                "dtype": str(self.problem.dtype).replace("torch.", ""), "prior": self.prior}
+    def network_config(self) -> dict:
+        return {"network": self.network.config(), "solver": dataclasses.asdict(self.solver),
+                "prior": self.prior}
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], device: str | torch.device | None = None,
-                    where: str = "config") -> JFBAgent:
-        """The agent a run's config describes (fresh weights); ``CheckpointError`` naming
-        ``where`` when the config is incomplete or describes something this version cannot
-        build."""
-        require_keys(config, ("agent",), where)
-        cfg = config["agent"]
-        require_keys(cfg, ("env_id", "env_kwargs", "problem_name", "problem", "network",
-                           "solver", "dtype"), f"{where} [agent]")
-        require_keys(cfg["network"], ("width", "depth", "rank"), f"{where} [agent.network]")
-        if cfg["dtype"] not in DTYPES:
-            raise CheckpointError(f"{where}: dtype must be one of {sorted(DTYPES)}, got "
-                                  f"{cfg['dtype']!r}")
-        device = device or config.get("device", "cpu")
+    def _build(cls, cfg: Mapping[str, Any], problem: ControlProblem) -> JFBAgent:
+        require(isinstance(cfg.get("network"), dict) and isinstance(cfg.get("solver"), dict),
+                "agent", "'network' and 'solver' settings", sorted(cfg))
         net_cfg = dict(cfg["network"])
-        try:
-            solver = SolverOptions(**cfg["solver"])
-            problem = problem_for_env(cfg["env_id"], dtype=DTYPES[cfg["dtype"]], device=device,
-                                      **dict(cfg["env_kwargs"]))
-            kind = one_of(cfg.get("prior", "none"), "prior", PRIORS)
-            local = None
-            if kind == "local":  # its tensors come with the weights
-                require(isinstance(net_cfg.get("local"), dict), "network.local",
-                        "the local prior's shape", net_cfg.get("local"))
-                local = LocalValue(**net_cfg["local"], dtype=problem.dtype,
-                                   device=problem.device)
-            agent = cls._assemble(problem, kind, local, net_cfg["width"], net_cfg["depth"],
-                                  net_cfg["rank"], solver,
-                                  net_cfg.get("correction_scale", CORRECTION_SCALE),
-                                  cfg["env_id"], cfg["env_kwargs"])
-        except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{where}: cannot build the agent it describes: {err}") \
-                from err
-        if agent.problem.name != cfg["problem_name"]:
-            raise CheckpointError(f"{where}: problem {cfg['problem_name']!r} does not match "
-                                  f"what {cfg['env_id']!r} builds ({agent.problem.name})")
-        # the env id's defaults may have changed since training: the problem must not have
-        rebuilt = json.loads(json.dumps(agent.problem.config()))
-        if rebuilt != cfg["problem"]:
-            raise CheckpointError(f"{where}: the agent was trained on {cfg['problem']}, and "
-                                  f"{cfg['env_id']!r} now builds {rebuilt}")
-        return agent
-
-    @classmethod
-    def load(cls, path: str | Path, device: str | torch.device | None = None) -> JFBAgent:
-        """The agent in ``path``: a training run directory (config.json + checkpoint.pt) or a
-        saved agent (agent.json + weights.pt, ``save``). Every file is checked; nothing in it
-        is executed."""
-        path = Path(path)
-        if is_saved_agent(path):
-            config, weights = read_json(path / AGENT_JSON), path / WEIGHTS
-            agent = cls.from_config(config, device, where=str(path / AGENT_JSON))
-            model = load_state(weights, agent.problem.device)
-        else:
-            weights = path / CHECKPOINT
-            agent = cls.from_config(load_config(path), device, where=str(path / "config.json"))
-            state = load_state(weights, agent.problem.device)
-            require_keys(state, ("model",), str(weights))
-            best = state.get("best")  # the best validated weights, when the run kept them
-            model = best["model"] if isinstance(best, dict) and "model" in best else \
-                state["model"]
-        load_weights(agent.network, model, weights)
-        agent.network.eval()
-        return agent
-
-    @classmethod
-    def pretrained(cls, name: str, device: str | torch.device | None = None) -> JFBAgent:
-        """A trained agent shipped with the package, e.g. ``JFBAgent.pretrained("QuadSwarm-v0")``
-        (names: ``jfbgym.agents.pretrained.available()``; what each scored:
-        ``pretrained.record(name)``)."""
-        return cls.load(shipped_path(name), device)
-
-    def save(self, path: str | Path, record: Mapping[str, Any] | None = None) -> Path:
-        """Save weights and config (no optimiser state) to directory ``path``, with ``record``
-        (how it was trained, what it scored) in its JSON; ``load`` reads it back."""
-        require(state_is_finite(self.network.state_dict()), "agent",
-                "finite weights (this agent's hold NaN or inf)", "non-finite weights")
-        path = Path(path)
-        save_state(path / WEIGHTS, {k: v.detach().cpu() for k, v in
-                                    self.network.state_dict().items()})
-        save_json(path / AGENT_JSON, {"agent": self.config(), "record": dict(record or {})})
-        return path
-
-    # -------------------------------------------------------------- compatibility
-    def check_problem(self, problem: ControlProblem) -> None:
-        """Raise ``ValueError`` unless ``problem`` is the problem this agent was trained on."""
-        require(isinstance(problem, ControlProblem), "problem", "a ControlProblem",
-                type(problem).__name__)
-        require(problem.name == self.problem.name, "problem",
-                f"a {self.problem.name} problem (this agent's)", problem.name)
-        for attr in ("n_agents", "state_dim", "control_dim", "n_steps"):
-            require(getattr(problem, attr) == getattr(self.problem, attr), "problem",
-                    f"{attr} = {getattr(self.problem, attr)} (this agent's)",
-                    getattr(problem, attr))
-
-    def check_env(self, env: Any) -> None:
-        """Raise ``ValueError`` unless ``env`` (Gymnasium or PettingZoo, wrapped or not) wraps
-        this agent's problem; falls back to the env id when no problem is exposed."""
-        base = getattr(env, "unwrapped", env)
-        problem = getattr(base, "problem", None)
-        if problem is not None:
-            self.check_problem(problem)
-            return
-        spec = getattr(env, "spec", None)
-        if spec is not None and getattr(spec, "id", None):
-            name, _ = problem_kwargs(strip_namespace(spec.id))
-            require(name == self.problem.name, "env", f"an env of {self.problem.name}",
-                    spec.id)
+        solver = SolverOptions(**cfg["solver"])
+        kind = one_of(cfg.get("prior", "none"), "prior", PRIORS)
+        local = None
+        if kind == "local":  # its tensors come with the weights
+            require(isinstance(net_cfg.get("local"), dict), "network.local",
+                    "the local prior's shape", net_cfg.get("local"))
+            local = LocalValue(**net_cfg["local"], dtype=problem.dtype, device=problem.device)
+        return cls._assemble(problem, kind, local, net_cfg["width"], net_cfg["depth"],
+                             net_cfg["rank"], solver,
+                             net_cfg.get("correction_scale", CORRECTION_SCALE),
+                             cfg["env_id"], cfg["env_kwargs"])
 
     # ----------------------------------------------------------------- control
     def costate(self, t: Time, z: Tensor) -> Tensor:
@@ -324,11 +192,6 @@ class JFBAgent:
                           RuntimeWarning, stacklevel=2)
         return traj
 
-    def objective(self, x0: Tensor, grad: str | None = None, log: InnerLog | None = None,
-                  warn: bool = True) -> Tensor:
-        """Closed-loop discrete cost J per sample, shape (B,)."""
-        return self.rollout(x0, grad, log, warn).cost
-
     def control(self, t: Time, z: Tensor, grad: bool = False) -> Tensor:
         """u*(t, z) = argmin_u H(t, z, ∇_zΦ, u), batched; a feedback law for
         ``problem.rollout(agent.control, x0)`` (cold start every call, so it is stateless)."""
@@ -337,51 +200,3 @@ class JFBAgent:
             p = self.costate(t, z)
             u, _, _ = control_layer(self.problem, t, z, p, None, self.solver, "implicit")
         return u
-
-    # --------------------------------------------------------- env interfaces
-    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
-                deterministic: bool = True) -> tuple[np.ndarray, None]:
-        """SB3-style ``(action, state)`` for Gymnasium observations concat(z, t), shape
-        (n + 1,) or (K, n + 1); the action is the control u (shape (m,) or (K, m))."""
-        n = self.problem.state_dim
-        obs = np.asarray(observation)
-        require(obs.ndim in (1, 2) and obs.shape[-1] == n + 1, "observation",
-                f"shape ({n + 1},) or (K, {n + 1}) = concat(z, t) of {self.problem.name} "
-                f"with state_dim {n}", obs.shape)
-        single = obs.ndim == 1
-        x = torch.as_tensor(np.atleast_2d(obs), dtype=self.problem.dtype,
-                            device=self.problem.device)
-        u = self.control(x[:, n], x[:, :n].contiguous())
-        action = u.cpu().numpy().astype(np.float32)
-        return (action[0] if single else action), None
-
-    def predict_parallel(self, observations: Any, time: float | None = None
-                         ) -> dict[str, np.ndarray]:
-        """Every agent's action ``{"agent_i": control block i}`` from the global state.
-
-        The value function needs the joint state, while a PettingZoo agent observes only its
-        neighbourhood, so pass ``env.state()`` (concat(z, t), shape (n + 1,)), a bare state z
-        (n,) with ``time``, or the env itself (its ``state()`` is read and only its live
-        ``agents`` get actions). Agent i's action is u.view(N, m/N)[i] (ConsumptionSavings:
-        the consumption of good i).
-        """
-        N, n = self.problem.n_agents, self.problem.state_dim
-        names = [f"agent_{i}" for i in range(N)]
-        if hasattr(observations, "state") and callable(observations.state):
-            self.check_env(observations)
-            names = list(getattr(observations, "agents", names)) or names
-            observations = observations.state()
-        require(not isinstance(observations, Mapping), "observations",
-                "the global state env.state() (per-agent observations are local and do not "
-                "determine the joint control)", type(observations).__name__)
-        obs = np.asarray(observations, dtype=np.float64)
-        if obs.shape == (n,):
-            require(time is not None, "time", "the time t when given a bare state z", time)
-            obs = np.concatenate([obs, [float(time)]])
-        require(obs.shape == (n + 1,), "observations",
-                f"the global state concat(z, t) of shape ({n + 1},)", obs.shape)
-        blocks = self.predict(obs)[0].reshape(N, -1)
-        index = {name: i for i, name in enumerate(f"agent_{i}" for i in range(N))}
-        for name in names:
-            require(name in index, "agents", f"names among agent_0..agent_{N - 1}", name)
-        return {name: blocks[index[name]].copy() for name in names}

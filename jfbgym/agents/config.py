@@ -32,6 +32,7 @@ RESUME = ("never", "always", "if-present")
 SCHEDULES = ("cosine", "plateau", "constant")
 PRIORS = ("auto", "problem", "local", "none")
 NORMALISE = ("auto", "on", "off")
+AGENT_KINDS = ("jfb", "direct")
 DEFAULT_LR = 1e-2
 LOCAL_PRIOR_LR = 5e-4
 
@@ -47,6 +48,10 @@ class TrainConfig:
 
     env_id: str = arg("QuadSwarm-v0", "registered env id, e.g. QuadSwarm-v0")
     n_agents: int | None = arg(None, "problem size override (default: the env id's)")
+    agent: str = arg("jfb", "what is trained: jfb (value network + implicit control layer) or "
+                     "direct (a policy network u = pi(t, z) trained through the same "
+                     "differentiable rollout; the grad, solver, prior and penalty settings are "
+                     "JFB's and must stay at their defaults)")
     problem_kwargs: dict = field(default_factory=dict, metadata={
         "help": "further problem overrides as JSON, e.g. '{\"alpha_G\": 500}'"})
     grad: str = arg("jfb", "gradient through the inner solve: " + ", ".join(GRAD_MODE_NAMES))
@@ -113,6 +118,7 @@ class TrainConfig:
         optional(positive_int, self.n_agents, "n_agents")
         require(isinstance(self.problem_kwargs, dict), "problem_kwargs", "a dict (JSON object)",
                 self.problem_kwargs)
+        one_of(self.agent, "agent", AGENT_KINDS)
         one_of(self.grad, "grad", GRAD_MODE_NAMES)
         one_of(self.solver, "solver", SOLVER_NAMES)
         require(not (self.grad == "unrolled" and self.solver != "gradient"), "solver",
@@ -136,6 +142,12 @@ class TrainConfig:
             finite_float(getattr(self, name), name, 0.0)
         require(not (self.hjb_weight and self.prior == "problem"), "hjb_weight",
                 "0 with prior='problem' (that prior has no time derivative)", self.hjb_weight)
+        if self.agent == "direct":
+            jfb_only = {"grad": "jfb", "solver": "newton", "alpha": None, "prior": "auto",
+                        "costate_weight": 0.0, "hjb_weight": 0.0, "terminal_weight": 0.0}
+            for name, default in jfb_only.items():
+                require(getattr(self, name) == default, name,
+                        f"{default!r} with agent='direct' (a JFB setting)", getattr(self, name))
         positive_float(self.blowup, "blowup")
         optional(positive_float, self.cpu_minutes, "cpu_minutes")
         optional(positive_float, self.max_minutes, "max_minutes")

@@ -12,7 +12,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="JFB wall-clock budget")
     parser.add_argument("--rl-factor", type=float, default=1.0,
                         help="PPO/SAC budget as a multiple of --minutes (10: ten times JFB's)")
-    parser.add_argument("--algos", default="ppo,sac", help="comma-separated subset of ppo,sac")
+    parser.add_argument("--algos", default="ppo,sac",
+                        help="comma-separated subset of ppo,sac (empty: no RL)")
+    parser.add_argument("--rl-seeds", type=int, default=3,
+                        help="seeds per RL algorithm, sharing its budget (best and mean reported)")
+    parser.add_argument("--no-direct", action="store_true",
+                        help="skip the direct policy (trained through the rollout, JFB's budget)")
     parser.add_argument("--episodes", type=int, default=100, help="held-out states")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--env-kwargs", type=json_object, default={}, metavar="JSON")
@@ -30,9 +35,9 @@ def main(args: argparse.Namespace) -> int:
     from jfbgym.problems import strip_namespace
 
     algos = tuple(a for a in args.algos.split(",") if a)
-    config = CompareConfig(args.env_id, args.minutes, args.rl_factor, algos, args.episodes,
-                           args.seed, args.env_kwargs, args.iters, args.batch,
-                           args.openloop_iters,
+    config = CompareConfig(args.env_id, args.minutes, args.rl_factor, algos, args.rl_seeds,
+                           not args.no_direct, args.episodes, args.seed, args.env_kwargs,
+                           args.iters, args.batch, args.openloop_iters,
                            args.out or f"runs/compare-{strip_namespace(args.env_id)}",
                            not args.no_video)
     rows = compare(config, progress=True)

@@ -35,7 +35,7 @@ def main(args: argparse.Namespace) -> int:
     from jfbgym.agents import JFBAgent
     from jfbgym.agents.config import TrainConfig
     from jfbgym.agents.pretrained import record
-    from jfbgym.agents.train import train
+    from jfbgym.agents.trainer import train
     from jfbgym.baselines import references
     from jfbgym.evaluation import Evaluation, evaluate, format_table, held_out_states
     from jfbgym.render import plot_training, plot_trajectories, render_video

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from jfbgym.agents import JFBAgent
+    from jfbgym.agents import JFBAgent, load_agent
     from jfbgym.baselines import references
     from jfbgym.evaluation import (
         HELD_OUT_SEED,
@@ -41,11 +41,11 @@ def main(args: argparse.Namespace) -> int:
     if args.pretrained is not None:
         agent = JFBAgent.pretrained(args.pretrained)
     else:
-        agent = JFBAgent.load(args.run_dir)
+        agent = load_agent(args.run_dir)
     problem = agent.problem
     seed = HELD_OUT_SEED if args.seed is None else args.seed
     x0 = held_out_states(problem, args.episodes, seed)
-    policies = {"JFB": agent, **references(problem)}
+    policies = {"JFB" if agent.kind == "jfb" else "direct policy": agent, **references(problem)}
     rec = None
     if args.pretrained is not None:
         from jfbgym.agents.pretrained import record

@@ -9,6 +9,7 @@ import os
 import typing
 
 from jfbgym.agents.config import (
+    AGENT_KINDS,
     DTYPE_NAMES,
     GRAD_MODE_NAMES,
     NORMALISE,
@@ -21,7 +22,8 @@ from jfbgym.agents.config import (
 )
 
 CHOICES = {"grad": GRAD_MODE_NAMES, "solver": SOLVER_NAMES, "dtype": DTYPE_NAMES,
-           "resume": RESUME, "schedule": SCHEDULES, "prior": PRIORS, "normalise": NORMALISE}
+           "resume": RESUME, "schedule": SCHEDULES, "prior": PRIORS, "normalise": NORMALISE,
+           "agent": AGENT_KINDS}
 
 
 def json_object(text: str) -> dict:
@@ -77,7 +79,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jfbgym.agents.train import train
+    from jfbgym.agents.trainer import train
 
     result = train(config_from_args(args))
     last = result.history[-1] if result.history else {}

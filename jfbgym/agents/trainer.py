@@ -1,5 +1,6 @@
 """Training: learn a value network by backpropagating the rolled-out cost through the implicit
-control layer (JFB by default). Reads top to bottom, CleanRL style::
+control layer (JFB by default); ``agent="direct"`` trains a policy network through the same
+rollout instead (``jfbgym.agents.direct``), with everything else shared. Reads top to bottom, CleanRL style::
 
     train(TrainConfig(env_id="QuadSwarm-v0", n_agents=6, out="runs/quad6"))
 
@@ -48,9 +49,11 @@ from .checkpoint import (
     state_is_finite,
 )
 from .config import TrainConfig
+from .direct import DirectAgent
 from .distributed import World
 from .implicit import SolverOptions
 from .losses import value_penalties
+from .policy import Agent
 
 MIN_LR_SCALE = 2.0**-20  # a run backed off this far diverges at any learning rate: it stops
 LOG_FIELDS = ("iteration", "loss", "val_cost", "inner_residual", "inner_iters", "unconverged",
@@ -59,7 +62,7 @@ LOG_FIELDS = ("iteration", "loss", "val_cost", "inner_residual", "inner_iters", 
 
 @dataclass
 class TrainResult:
-    agent: JFBAgent
+    agent: Agent
     history: list[dict]
     status: str  # "finished", "time budget", "interrupted", "non-finite loss" or "diverged"
     out: Path
@@ -163,15 +166,19 @@ class Budget:
         return f"{self.iters - iteration} iterations left"
 
 
-def make_agent(config: TrainConfig) -> JFBAgent:
+def make_agent(config: TrainConfig) -> Agent:
     torch.manual_seed(config.seed)
+    if config.agent == "direct":
+        return DirectAgent.build(config.env_id, config.env_kwargs(), config.width, config.depth,
+                                 DTYPES[config.dtype], config.device,
+                                 normalise=config.normalise != "off", seed=config.seed)
     solver = SolverOptions(config.solver, config.alpha, config.inner_iters, config.inner_tol)
     return JFBAgent.build(config.env_id, config.env_kwargs(), config.width, config.depth,
                           config.rank, solver, DTYPES[config.dtype], config.device,
                           prior=config.prior, normalise=config.normalise, seed=config.seed)
 
 
-def run_config(config: TrainConfig, agent: JFBAgent) -> dict:
+def run_config(config: TrainConfig, agent: Agent) -> dict:
     """The JSON written beside the checkpoint: every setting, and the package version."""
     return {"version": jfbgym.__version__, "device": config.device,
             "train": config.to_dict(), "agent": agent.config()}
@@ -246,7 +253,7 @@ class Trainer:
             raise CheckpointError(f"resume: expected a run to continue in {str(self.out)!r}, "
                                   f"but it holds no {CHECKPOINT} (use resume='if-present' to "
                                   "start one there)")
-        saved = load_config(self.out)["agent"]
+        saved = {"kind": "jfb", **load_config(self.out)["agent"]}  # older runs: no kind
         require(saved == json.loads(json.dumps(self.agent.config())), "resume",
                 f"the agent settings of {self.out} (env, problem, network, solver, dtype)",
                 self.agent.config())
@@ -314,8 +321,8 @@ def prepare_output(config: TrainConfig) -> Path:
 
 
 def train(config: TrainConfig, progress: bool = True,
-          callback: Callable[[JFBAgent, dict], None] | None = None) -> TrainResult:
-    """Train a JFB agent as ``config`` says; returns the agent, its history and why it stopped.
+          callback: Callable[[Agent, dict], None] | None = None) -> TrainResult:
+    """Train an agent (``config.agent``: JFB, or the direct policy) as ``config`` says; returns the agent, its history and why it stopped.
 
     ``callback(agent, row)`` runs after every validation, its time not charged to the budget
     (``bench/quality.py`` scores held-out states there)."""
@@ -346,7 +353,7 @@ def train(config: TrainConfig, progress: bool = True,
         signal.signal(signal.SIGTERM, _interrupt)
     progress = progress and main
     bar = tqdm(total=100, disable=not progress, dynamic_ncols=True,
-               desc=f"{config.grad} {run.agent.env_id}",
+               desc=f"{config.grad if config.agent == 'jfb' else config.agent} {run.agent.env_id}",
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix[0]}", postfix=[""])
     try:
         while (stop := budget.exhausted(run.iteration)) is None:

@@ -1,0 +1,136 @@
+"""``DirectAgent``: a policy network u = π_θ(t, z) trained through the differentiable rollout.
+
+The baseline a differentiable simulator makes natural ("analytic policy gradient", direct
+transcription with a neural feedback policy; the papers' code calls it ``DirectControlNets``):
+no value function and no inner solve, the rolled-out cost is backpropagated straight into the
+policy's weights. It trains with the same trainer, minibatches, optimiser, checkpoints and CLI as
+JFB (``jfbgym train ENV --agent direct``), and acts through the same ``Agent`` interfaces.
+
+The network: inputs s = ((z, t) − shift)/scale normalised exactly as the value network's
+(``visited_state_normalisation``), a tanh MLP, and a bounded output u = c + h·tanh(·) on the
+problem's ``action_scale`` (c its nominal control, e.g. hover thrust). The output layer starts
+at zero, so the initial policy is the nominal control.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from itertools import pairwise
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from jfbgym.problems import problem_for_env
+from jfbgym.problems.base import ControlProblem, Time, Trajectory
+from jfbgym.validation import positive_int, require
+
+from .policy import Agent, visited_state_normalisation
+
+
+class PolicyNetwork(nn.Module):
+    """u = centre + half·tanh(MLP(s)), s the normalised (z, t); ``depth`` hidden tanh layers of
+    ``width``."""
+
+    def __init__(self, state_dim: int, centre: Tensor, half: Tensor, width: int = 96,
+                 depth: int = 3) -> None:
+        super().__init__()
+        self.state_dim = positive_int(state_dim, "state_dim")
+        self.width, self.depth = positive_int(width, "width"), positive_int(depth, "depth")
+        kw = {"dtype": centre.dtype, "device": centre.device}
+        sizes = [state_dim + 1] + [width] * depth
+        self.hidden = nn.ModuleList(nn.Linear(a, b, **kw) for a, b in pairwise(sizes))
+        self.out = nn.Linear(width, centre.numel(), **kw)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.register_buffer("centre", centre.detach().clone())
+        self.register_buffer("half_width", half.detach().clone())
+        self.register_buffer("shift", torch.zeros(state_dim + 1, **kw))
+        self.register_buffer("scale", torch.ones(state_dim + 1, **kw))
+
+    def config(self) -> dict:
+        return {"width": self.width, "depth": self.depth}
+
+    def set_normalisation(self, shift: Tensor, scale: Tensor) -> None:
+        """Input shift and scale ((n + 1,) each, scale > 0)."""
+        require(shift.shape == self.shift.shape and scale.shape == self.scale.shape, "shift",
+                f"tensors of shape {tuple(self.shift.shape)}", tuple(shift.shape))
+        require(bool((scale > 0).all()) and bool(torch.isfinite(scale).all())
+                and bool(torch.isfinite(shift).all()), "scale", "finite, positive entries",
+                scale.tolist())
+        with torch.no_grad():
+            self.shift.copy_(shift)
+            self.scale.copy_(scale)
+
+    def forward(self, t: Time, z: Tensor) -> Tensor:
+        require(isinstance(z, Tensor) and z.dim() == 2 and z.shape[1] == self.state_dim, "z",
+                f"a tensor of shape (batch, {self.state_dim})",
+                tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__)
+        tt = torch.as_tensor(t, dtype=z.dtype, device=z.device)
+        require(tt.dim() == 0 or tt.numel() == z.shape[0], "t",
+                f"a scalar or {z.shape[0]} times", tuple(tt.shape))
+        s = torch.cat([z, tt.reshape(-1, 1).expand(z.shape[0], 1)], dim=1)
+        h = (s - self.shift) / self.scale
+        for layer in self.hidden:
+            h = torch.tanh(layer(h))
+        return self.centre + self.half_width * torch.tanh(self.out(h))
+
+
+class DirectAgent(Agent):
+    """A feedback policy network trained by backpropagating the rolled-out cost."""
+
+    kind = "direct"
+    prior = "none"  # the trainer's learning-rate default asks every agent for its prior
+
+    def __init__(self, problem: ControlProblem, network: PolicyNetwork, env_id: str = "",
+                 env_kwargs: Mapping[str, Any] | None = None) -> None:
+        super().__init__(problem, network, env_id, env_kwargs)
+        require(network.state_dim == problem.state_dim, "network",
+                f"a policy network for state_dim {problem.state_dim}", network.state_dim)
+
+    @classmethod
+    def build(cls, env_id: str, env_kwargs: Mapping[str, Any] | None = None, width: int = 96,
+              depth: int = 3, dtype: torch.dtype = torch.float32,
+              device: str | torch.device = "cpu", normalise: bool = True,
+              seed: int = 0) -> DirectAgent:
+        """A fresh agent (weights from the global torch RNG) whose inputs are normalised by the
+        states its initial policy, the nominal control, visits."""
+        problem = problem_for_env(env_id, dtype=dtype, device=device, **dict(env_kwargs or {}))
+        agent = cls._assemble(problem, width, depth, env_id, env_kwargs)
+        if normalise:
+            shift, scale, _ = visited_state_normalisation(agent, seed=seed)
+            agent.network.set_normalisation(shift, scale)
+        return agent
+
+    @classmethod
+    def _assemble(cls, problem: ControlProblem, width: int, depth: int, env_id: str,
+                  env_kwargs: Mapping[str, Any] | None) -> DirectAgent:
+        centre, half = problem.action_scale()
+        net = PolicyNetwork(problem.state_dim, centre.to(problem.dtype), half.to(problem.dtype),
+                            width, depth)
+        return cls(problem, net, env_id, env_kwargs)
+
+    def network_config(self) -> dict:
+        return {"network": self.network.config()}
+
+    @classmethod
+    def _build(cls, cfg: Mapping[str, Any], problem: ControlProblem) -> DirectAgent:
+        require(isinstance(cfg.get("network"), dict), "agent", "'network' settings", sorted(cfg))
+        net = cfg["network"]
+        return cls._assemble(problem, net["width"], net["depth"], cfg["env_id"],
+                             cfg["env_kwargs"])
+
+    def control(self, t: Time, z: Tensor, grad: bool = False) -> Tensor:
+        """u = π_θ(t, z), batched (a feedback law for ``problem.rollout``)."""
+        self.problem.check_batch(z, "z", self.problem.state_dim)
+        with torch.set_grad_enabled(grad):
+            return self.network(t, z)
+
+    def rollout(self, x0: Tensor, grad: str | None = None, log: Any = None,
+                warn: bool = True) -> Trajectory:
+        """The closed-loop trajectory from ``x0``; differentiable in the weights when ``grad``
+        is given (any mode: there is no inner solve to differentiate through)."""
+        self.problem.check_batch(x0, "x0", self.problem.state_dim)
+        with torch.set_grad_enabled(grad is not None and torch.is_grad_enabled()), \
+                self.problem.trusted():
+            return self.problem.rollout(self.network, x0)
