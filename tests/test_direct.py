@@ -108,3 +108,22 @@ def test_problem_action_scales_lie_in_their_boxes_and_cover_the_shipped_controls
         with torch.no_grad():
             u = agent.rollout(held_out_states(agent.problem, 20), warn=False).controls
         assert bool(((u - centre).abs() <= half).all()), env_id
+
+
+def test_gradient_clipping_bounds_the_step(tmp_path) -> None:
+    from jfbgym.agents.trainer import Trainer
+
+    assert TrainConfig(agent="direct").gradient_clip() == 1.0
+    assert TrainConfig().gradient_clip() is None
+    assert TrainConfig(grad_clip=0.5).gradient_clip() == 0.5
+    norms = {}
+    for clip in (1e-3, 1e3):
+        run = Trainer(TrainConfig(env_id="Quadrotor-v0", agent="direct", grad_clip=clip,
+                                  problem_kwargs={"n_steps": 10}, batch=4, val_batch=4,
+                                  width=8, out=str(tmp_path / str(clip))))
+        run.optimizer = torch.optim.SGD(run.net.parameters(), lr=1.0)  # step = the gradient
+        before = [p.detach().clone() for p in run.net.parameters()]
+        assert run.step(1.0) is not None
+        norms[clip] = float(torch.sqrt(sum(((p - b) ** 2).sum() for p, b in
+                                           zip(run.net.parameters(), before))))
+    assert norms[1e-3] == pytest.approx(1e-3, rel=1e-4) and norms[1e3] > 1e-2

@@ -299,6 +299,9 @@ class Trainer:
         if not all(bool(torch.isfinite(p.grad).all())
                    for p in self.net.parameters() if p.grad is not None):
             return None
+        clip = self.config.gradient_clip()
+        if clip is not None:  # after the all-reduce: the same on every rank
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip)
         self.optimizer.step()
         return global_loss, {**log.summary(), **extra}
 

@@ -11,7 +11,10 @@ the dynamics are q̇ = v, (ψ̇, θ̇, φ̇) = (v_ψ, v_θ, v_φ), v̇ = (u₁/m
 each agent's block mapping u₁ to d/m and (u₂, u₃, u₄) to the angular accelerations.
 
 Costs (``shared/problems.md``): L = exp(½‖u‖²/N) + α_int W(q), W the pairwise Gaussian
-interaction of ``interaction.py``; G = α_G · ½‖z(T) − z*‖² / (2N).
+interaction of ``interaction.py``; G = α_G · ½‖z(T) − z*‖² / (2N). **[jfbgym]**
+``interaction="fourier"`` replaces the exact O(N²) W by ``fourier_features`` random Fourier
+features (O(N·D), unbiased, error ∝ 1/√D, frequencies drawn from ``fourier_seed``), for swarms
+of thousands; the exact kernel stays the default and the reference.
 
 Inner problem in closed form: with q = B(z)ᵀp (per agent (p_v·d/m, p_ω)), ∇_u H = 0 reads
 e^{s} u / N = −q, s = ½‖u‖²/N, whose unique solution (H is strictly convex in u) is
@@ -40,6 +43,7 @@ from jfbgym.validation import (
     SCALE,
     coordinate,
     finite_float,
+    integer,
     one_of,
     optional,
     positive_float,
@@ -52,7 +56,7 @@ from jfbgym.validation import (
 
 from .base import DEFAULT_NEWTON, ControlProblem, InnerSolution, NewtonOptions, Time
 from .feedback import FeedbackLaw
-from .interaction import interaction, interaction_grad, interaction_hessian, kernel_bytes
+from .interaction import INTERACTIONS, ExactInteraction, FourierInteraction, kernel_bytes
 from .lambertw import lambertw
 
 AGENT_STATE, AGENT_CONTROL = 12, 4
@@ -106,8 +110,12 @@ class QuadSwarm(ControlProblem):
                  interaction_cutoff: float | None = None, alpha_G: float = 1000.0,
                  targets: str = "shared", target: Sequence[float] = (2.0, 2.0, 2.0),
                  init_std: float = 0.1, horizon: float = 4.5, n_steps: int = 160,
+                 interaction: str = "exact", fourier_features: int = 512, fourier_seed: int = 0,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
         n = positive_int(n_agents, "n_agents")
+        self.interaction = one_of(interaction, "interaction", INTERACTIONS)
+        self.fourier_features = positive_int(fourier_features, "fourier_features")
+        self.fourier_seed = integer(fourier_seed, "fourier_seed", 0)
         self.mass = scale(mass, "mass")
         self.gravity = finite_float(gravity, "gravity", 0.0, maximum=SCALE[1])
         self.alpha_int = weight(alpha_int, "alpha_int")
@@ -128,13 +136,25 @@ class QuadSwarm(ControlProblem):
         self.register_buffer("targets_state", goal.to(dtype=dtype, device=self._device))
         e_z = torch.tensor([0.0, 0.0, 1.0], dtype=dtype, device=self._device)
         self.register_buffer("_e_z", e_z, persistent=False)
+        if self.interaction == "fourier":
+            require(self.interaction_cutoff is None, "interaction_cutoff",
+                    "None with interaction='fourier' (the features approximate the plain "
+                    "Gaussian)", self.interaction_cutoff)
+            self.pairwise: ExactInteraction | FourierInteraction = FourierInteraction(
+                3, self.fourier_features, self.radius, self.fourier_seed, dtype, self._device)
+        else:
+            self.pairwise = ExactInteraction(self.radius, self.interaction_cutoff)
 
     def config(self) -> dict:
-        return {"n_agents": self.n_agents, "mass": self.mass, "gravity": self.gravity,
-                "alpha_int": self.alpha_int, "radius": self.radius,
-                "interaction_cutoff": self.interaction_cutoff, "alpha_G": self.alpha_G,
-                "targets": self.targets, "target": list(self.target), "init_std": self.init_std,
-                "horizon": self.horizon, "n_steps": self.n_steps}
+        config = {"n_agents": self.n_agents, "mass": self.mass, "gravity": self.gravity,
+                  "alpha_int": self.alpha_int, "radius": self.radius,
+                  "interaction_cutoff": self.interaction_cutoff, "alpha_G": self.alpha_G,
+                  "targets": self.targets, "target": list(self.target),
+                  "init_std": self.init_std, "horizon": self.horizon, "n_steps": self.n_steps}
+        if self.interaction != "exact":  # recorded only when set: older configs stay equal
+            config.update(interaction=self.interaction, fourier_features=self.fourier_features,
+                          fourier_seed=self.fourier_seed)
+        return config
 
     def step_bytes(self, batch: int) -> int:
         return super().step_bytes(batch) + (kernel_bytes(batch, self.n_agents)
@@ -254,8 +274,7 @@ class QuadSwarm(ControlProblem):
         self.check_inputs(z, u)
         cost = torch.exp(self._control_cost_exponent(u))
         if self.alpha_int:
-            cost = cost + self.alpha_int * interaction(self.agents(z)[..., :3], self.radius,
-                                                       self.interaction_cutoff)
+            cost = cost + self.alpha_int * self.pairwise(self.agents(z)[..., :3])
         return cost
 
     def terminal_cost(self, z: Tensor) -> Tensor:
@@ -281,8 +300,7 @@ class QuadSwarm(ControlProblem):
         _, J = thrust_direction(Z[..., 3:6], jacobian=True)
         angles = U[..., :1] / self.mass * (J * P[..., 6:9].unsqueeze(-1)).sum(-2)
         if self.alpha_int:
-            pos = self.alpha_int * interaction_grad(Z[..., :3], self.radius,
-                                                    self.interaction_cutoff)
+            pos = self.alpha_int * self.pairwise.grad(Z[..., :3])
         else:
             pos = torch.zeros_like(Z[..., :3])
         return torch.cat([pos, angles, P[..., :6]], dim=-1).reshape(z.shape)
@@ -365,8 +383,8 @@ class QuadSwarm(ControlProblem):
             pos = torch.arange(self.n_agents, device=z.device)[:, None] * AGENT_STATE \
                 + torch.arange(3, device=z.device)
             pos = pos.reshape(-1)
-            hzz[:, pos[:, None], pos[None, :]] += self.alpha_int * interaction_hessian(
-                Z[..., :3], self.radius, self.interaction_cutoff)
+            hzz[:, pos[:, None], pos[None, :]] += self.alpha_int * self.pairwise.hessian(
+                Z[..., :3])
         hzu = self._blocks(AGENT_STATE, AGENT_CONTROL, z)
         hzu[..., 3:6, 0] = (J * P[..., 6:9].unsqueeze(-1)).sum(-2) / self.mass
         n = self.n_agents

@@ -1,0 +1,160 @@
+"""Swarm scale: one QuadSwarm training iteration at N = 100, 1,000 and 10,000, exact against
+random-Fourier-feature interaction, seconds and peak memory, side by side in one run.
+
+    python bench/scale.py                         # N = 100, 1000, 10000; nt 160; 2 threads
+    python bench/scale.py --n 100 1000 --batch 8  # a subset
+    python bench/scale.py --kernel                # the exact kernel alone at N = 1000
+
+Each configuration runs in its own process (its peak RSS is its own): the flat value network
+(``--prior none --normalise off``: the prior and the input statistics are set-up, not the
+iteration), the JFB gradient, one warm-up iteration and ``--iters`` timed ones, each a full
+rollout of nt = 160 steps and its backward pass. ``--kernel`` times the exact interaction's
+value and gradient through autograd at N = 1,000: the blocked kernel with its saved gradient
+(``interaction``) against the whole-kernel autograd graph it replaced (``_kernel``). The batch
+shrinks with N (``--batch``, stated in the JSON). Writes ``bench/results/scale.json`` (and
+``scale.png``) with the load average beside every timing, and the fitted exponents of time and
+memory in N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+
+
+def one_iteration(n: int, batch: int, interaction: str, features: int, iters: int) -> dict:
+    """Run in a child process: seconds per training iteration and peak RSS."""
+    import tempfile
+
+    from jfbgym.agents.config import TrainConfig
+    from jfbgym.agents.trainer import Trainer
+
+    kwargs = {"interaction": interaction}
+    if interaction == "fourier":
+        kwargs["fourier_features"] = features
+    with tempfile.TemporaryDirectory() as tmp:
+        config = TrainConfig(env_id="QuadSwarm-v0", n_agents=n, problem_kwargs=kwargs,
+                             batch=batch, val_batch=1, prior="none", normalise="off",
+                             out=tmp)
+        run = Trainer(config)
+        run.step(1e-3)  # warm-up
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(iters):
+            assert run.step(1e-3) is not None
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"n_agents": n, "batch": batch, "interaction": interaction,
+            "fourier_features": features if interaction == "fourier" else None,
+            "seconds_per_iteration": wall / iters, "cpu_seconds_per_iteration": cpu / iters,
+            "peak_rss_gb": rss / 2**30}
+
+
+def kernel(n: int, batch: int, repeats: int) -> dict:
+    """The exact interaction's value + gradient through autograd, new against old."""
+    import torch
+
+    from jfbgym.problems.interaction import _kernel, interaction
+
+    def old(q: torch.Tensor) -> torch.Tensor:
+        E = _kernel(q, 1.0, None)
+        return (E.sum((1, 2)) - E.diagonal(dim1=1, dim2=2).sum(-1)) / (4.0 * n)
+
+    q0 = torch.randn(batch, n, 3, dtype=torch.float32)
+    out = {}
+    for name, fn in (("blocked, saved gradient", interaction), ("whole-kernel autograd", old)):
+        times = []
+        for _ in range(repeats):
+            q = q0.clone().requires_grad_()
+            start = time.perf_counter()
+            fn(q).sum().backward()
+            times.append(time.perf_counter() - start)
+        out[name] = min(times)
+    return {"n_agents": n, "batch": batch, "seconds": out,
+            "speed-up": out["whole-kernel autograd"] / out["blocked, saved gradient"]}
+
+
+def child(args: argparse.Namespace, task: dict) -> dict:
+    load = os.getloadavg()
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    command = [sys.executable, __file__, "--child", json.dumps(task),
+               "--threads", str(args.threads)]
+    done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load_average_before"] = [round(x, 2) for x in load]
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def exponent(rows: list[dict], key: str) -> float | None:
+    """The least-squares slope of log(key) against log(N)."""
+    if len(rows) < 2:
+        return None
+    xs = [math.log(r["n_agents"]) for r in rows]
+    ys = [math.log(r[key]) for r in rows]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--batch", type=int, nargs="+", default=[16, 8, 4],
+                        help="minibatch per N (the last repeats)")
+    parser.add_argument("--interactions", nargs="+", default=["exact", "fourier"])
+    parser.add_argument("--features", type=int, default=512)
+    parser.add_argument("--iters", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-exact", type=int, default=10000,
+                        help="skip the exact kernel above this N")
+    parser.add_argument("--kernel", action="store_true", help="the kernel alone at N = 1000")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=str(ROOT / "results" / "scale.json"))
+    args = parser.parse_args()
+    if args.child is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        task = json.loads(args.child)
+        result = kernel(**task) if "repeats" in task else one_iteration(**task)
+        print(json.dumps(result))
+        return 0
+    runs, kernels = [], []
+    if args.kernel:
+        kernels.append(child(args, {"n": 1000, "batch": 8, "repeats": 3}))
+    else:
+        for k, n in enumerate(args.n):
+            batch = args.batch[min(k, len(args.batch) - 1)]
+            for interaction in args.interactions:
+                if interaction == "exact" and n > args.max_exact:
+                    continue
+                runs.append(child(args, {"n": n, "batch": batch, "interaction": interaction,
+                                         "features": args.features, "iters": args.iters}))
+    fits = {kind: {"time": exponent([r for r in runs if r["interaction"] == kind],
+                                    "seconds_per_iteration"),
+                   "memory": exponent([r for r in runs if r["interaction"] == kind],
+                                      "peak_rss_gb")}
+            for kind in args.interactions}
+    result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+              "threads": args.threads, "runs": runs, "kernel": kernels,
+              "exponents_in_n": fits, "note": "batch shrinks with N (see each run); "
+              "time exponents mix batch sizes unless --batch is one number"}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
