@@ -238,3 +238,14 @@ def test_the_agent_is_the_best_validated_one(tmp_path, monkeypatch) -> None:
     loaded = JFBAgent.load(result.out)
     for key, value in state["best"]["model"].items():
         assert torch.equal(loaded.network.state_dict()[key], value)
+
+
+def test_progress_bar_reports_the_binding_budget(tmp_path, monkeypatch):
+    from jfbgym.agents.distributed import World
+    from jfbgym.agents.trainer import Budget
+
+    budget = Budget(lq_config(tmp_path, iters=1_000_000, max_minutes=2.0), 0, 0.0, 0.0, World())
+    monkeypatch.setattr(budget, "clock", budget.clock - 30.5)  # 30.5 s of 120 gone
+    assert budget.left(10) == "1m29s left"
+    budget = Budget(lq_config(tmp_path, iters=200, max_minutes=60.0), 0, 0.0, 0.0, World())
+    assert budget.left(150) == "50 iterations left"

@@ -19,11 +19,12 @@ from jfbgym.problems import problem_for_env
 from jfbgym.problems.base import ControlProblem, Time, Trajectory
 from jfbgym.validation import one_of, require
 
-from .config import NORMALISE, PRIORS
+from .config import NETWORKS, NORMALISE, PRIORS
 from .implicit import SolverOptions, StepStats, control_layer, grad_mode
 from .network import CORRECTION_SCALE, ValueNetwork
-from .policy import DTYPES, Agent, visited_state_normalisation
+from .policy import DTYPES, Agent, input_normalisation, visited_states
 from .prior import LocalValue, build_local_value
+from .set_network import SetValueNetwork, agent_offsets
 
 __all__ = ["DTYPES", "InnerLog", "JFBAgent"]
 DEFAULT_SOLVER = SolverOptions()
@@ -63,9 +64,13 @@ def resolve_prior(problem: ControlProblem, kind: str) -> str:
 
 def fit_normalisation(agent: JFBAgent, batch: int = 256, seed: int = 0) -> None:
     """Set the network's input normalisation from the states the initial policy visits
-    (``visited_state_normalisation``) and the additive correction's value scale
-    c = mean |V₀(0, x₀)| (1 without a local prior)."""
-    shift, scale, x0 = visited_state_normalisation(agent, batch, seed)
+    (``input_normalisation``; for a set network over every agent's state in its own frame)
+    and the additive correction's value scale c = mean |V₀(0, x₀)| (1 without a local
+    prior)."""
+    states, x0 = visited_states(agent, batch, seed)
+    if isinstance(agent.network, SetValueNetwork):
+        states = agent.network.frames(states).reshape(-1, agent.network.agent_dim)
+    shift, scale = input_normalisation(states, agent.problem.horizon)
     value = 1.0
     if agent.network.local is not None:
         with torch.no_grad():
@@ -97,19 +102,22 @@ class JFBAgent(Agent):
               solver: SolverOptions = DEFAULT_SOLVER, dtype: torch.dtype = torch.float32,
               device: str | torch.device = "cpu",
               correction_scale: float = CORRECTION_SCALE, prior: str = "auto",
-              normalise: bool | str = "auto", seed: int = 0) -> JFBAgent:
+              normalise: bool | str = "auto", seed: int = 0, network: str = "mlp",
+              context: int = 16) -> JFBAgent:
         """A fresh agent for a registered env id (weights drawn from the global torch RNG).
 
-        The network starts from the value prior ``prior`` (``resolve_prior``; a local prior
-        costs one open-loop Newton solve) and, with ``normalise``, normalises its inputs by
-        the states its initial policy visits (``fit_normalisation``)."""
+        The network (``network``: ``mlp`` over the flat state, or ``set``, a
+        ``SetValueNetwork`` with a ``context``-dimensional pooled summary, the same weights at
+        every N) starts from the value prior ``prior`` (``resolve_prior``; a local prior costs
+        one open-loop Newton solve) and, with ``normalise``, normalises its inputs by the states
+        its initial policy visits (``fit_normalisation``)."""
         if not isinstance(normalise, bool):
             one_of(normalise, "normalise", NORMALISE)
         problem = problem_for_env(env_id, dtype=dtype, device=device, **dict(env_kwargs or {}))
         kind = resolve_prior(problem, prior)
         local = build_local_value(problem) if kind == "local" else None
         agent = cls._assemble(problem, kind, local, width, depth, rank, solver,
-                              correction_scale, env_id, env_kwargs)
+                              correction_scale, env_id, env_kwargs, network, context)
         if normalise is True or normalise == "on" or (normalise == "auto" and kind != "problem"):
             fit_normalisation(agent, seed=seed)
         return agent
@@ -118,11 +126,21 @@ class JFBAgent(Agent):
     def _assemble(cls, problem: ControlProblem, prior: str, local: LocalValue | None,
                   width: int, depth: int, rank: int, solver: SolverOptions,
                   correction_scale: float, env_id: str,
-                  env_kwargs: Mapping[str, Any] | None) -> JFBAgent:
-        net = ValueNetwork(problem.state_dim, width, depth, rank, dtype=problem.dtype,
-                           device=problem.device,
-                           prior=problem.value_prior if prior == "problem" else None,
-                           correction_scale=correction_scale, local=local)
+                  env_kwargs: Mapping[str, Any] | None, network: str = "mlp",
+                  context: int = 16) -> JFBAgent:
+        one_of(network, "network", NETWORKS)
+        net: ValueNetwork | SetValueNetwork
+        if network == "set":
+            require(prior != "problem", "prior", "local or none with network='set' (a "
+                    "problem's relative prior is for the flat network)", prior)
+            net = SetValueNetwork(problem.state_dim // problem.n_agents, problem.n_agents,
+                                  width, depth, context, agent_offsets(problem), local,
+                                  problem.dtype, problem.device)
+        else:
+            net = ValueNetwork(problem.state_dim, width, depth, rank, dtype=problem.dtype,
+                               device=problem.device,
+                               prior=problem.value_prior if prior == "problem" else None,
+                               correction_scale=correction_scale, local=local)
         agent = cls(problem, net, solver, env_id, env_kwargs)
         agent.prior = prior
         return agent
@@ -146,7 +164,26 @@ class JFBAgent(Agent):
         return cls._assemble(problem, kind, local, net_cfg["width"], net_cfg["depth"],
                              net_cfg["rank"], solver,
                              net_cfg.get("correction_scale", CORRECTION_SCALE),
-                             cfg["env_id"], cfg["env_kwargs"])
+                             cfg["env_id"], cfg["env_kwargs"], net_cfg.get("kind", "mlp"),
+                             net_cfg.get("context", 16))
+
+    def transfer(self, **env_kwargs: Any) -> JFBAgent:
+        """This agent (same weights) on the problem its env id builds with ``env_kwargs``
+        overriding its own, e.g. ``agent.transfer(n_agents=100)``: a set network acts at any N;
+        a flat one only on a problem of its own size."""
+        kwargs = {**self.env_kwargs, **env_kwargs}
+        problem = problem_for_env(self.env_id, dtype=self.problem.dtype,
+                                  device=self.problem.device, **kwargs)
+        if isinstance(self.network, SetValueNetwork):
+            net = self.network.relift(problem)
+        else:
+            require(problem.state_dim == self.problem.state_dim, "env_kwargs",
+                    f"a problem of state_dim {self.problem.state_dim} for a flat value network "
+                    "(train with network='set' to act at any N)", problem.state_dim)
+            net = self.network
+        agent = JFBAgent(problem, net, self.solver, self.env_id, kwargs)
+        agent.prior = self.prior
+        return agent
 
     # ----------------------------------------------------------------- control
     def costate(self, t: Time, z: Tensor) -> Tensor:

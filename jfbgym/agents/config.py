@@ -33,6 +33,7 @@ SCHEDULES = ("cosine", "plateau", "constant")
 PRIORS = ("auto", "problem", "local", "none")
 NORMALISE = ("auto", "on", "off")
 AGENT_KINDS = ("jfb", "direct")
+NETWORKS = ("mlp", "set")
 DEFAULT_LR = 1e-2
 LOCAL_PRIOR_LR = 5e-4
 DIRECT_GRAD_CLIP = 1.0
@@ -99,6 +100,9 @@ class TrainConfig:
                         "undoes the step and halves the learning rate")
     width: int = arg(96, "value network width")
     depth: int = arg(3, "value network depth (opening layer + ResNet layers)")
+    network: str = arg("mlp", "value network: mlp (over the flat state) or set (one network per "
+                       "agent with a pooled context: the same weights at any number of agents)")
+    context: int = arg(16, "set network: size of the pooled context")
     rank: int = arg(10, "rank of the quadratic term of the value network")
     seed: int = arg(0, "seed of weights, minibatches and validation states")
     dtype: str = arg("float32", "float32 or float64")
@@ -123,6 +127,8 @@ class TrainConfig:
         require(isinstance(self.problem_kwargs, dict), "problem_kwargs", "a dict (JSON object)",
                 self.problem_kwargs)
         one_of(self.agent, "agent", AGENT_KINDS)
+        one_of(self.network, "network", NETWORKS)
+        positive_int(self.context, "context")
         one_of(self.grad, "grad", GRAD_MODE_NAMES)
         one_of(self.solver, "solver", SOLVER_NAMES)
         require(not (self.grad == "unrolled" and self.solver != "gradient"), "solver",
@@ -149,6 +155,7 @@ class TrainConfig:
                 "0 with prior='problem' (that prior has no time derivative)", self.hjb_weight)
         if self.agent == "direct":
             jfb_only = {"grad": "jfb", "solver": "newton", "alpha": None, "prior": "auto",
+                        "network": "mlp",
                         "costate_weight": 0.0, "hjb_weight": 0.0, "terminal_weight": 0.0}
             for name, default in jfb_only.items():
                 require(getattr(self, name) == default, name,

@@ -246,25 +246,35 @@ class Agent:
         return {name: blocks[index[name]].copy() for name in names}
 
 
-def visited_state_normalisation(agent: Agent, batch: int = 256, seed: int = 0,
-                                floor: float = NORMALISATION_FLOOR
-                                ) -> tuple[Tensor, Tensor, Tensor]:
-    """(shift, scale, x₀): an input normalisation of s = (z, t) from the states ``agent``'s
-    current policy visits from ``batch`` draws x₀ of ρ (per component: mean and standard
-    deviation over every step, the deviation floored at ``floor`` times the largest one), time
-    mapped onto [−1, 1]. State components differ by orders of magnitude (positions against
-    angles, wealth 25 against habits 0.01): a raw-input network spends its first iterations
-    rescaling them."""
+def visited_states(agent: Agent, batch: int = 256, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(every finite state the agent's current policy visits from ``batch`` draws x₀ of ρ,
+    (S, n); x₀)."""
     problem = agent.problem
     x0 = problem.sample_initial_states(batch, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         states = agent.rollout(x0, warn=False).states.reshape(-1, problem.state_dim)
-    finite = states[torch.isfinite(states).all(-1)]
-    std = finite.std(0) if finite.shape[0] > 1 else torch.ones_like(states[0])
+    return states[torch.isfinite(states).all(-1)], x0
+
+
+def input_normalisation(states: Tensor, horizon: float, floor: float = NORMALISATION_FLOOR
+                        ) -> tuple[Tensor, Tensor]:
+    """(shift, scale) of s = (z, t) from sample states (S, n): per component the mean and the
+    standard deviation, floored at ``floor`` times the largest one; time mapped onto [−1, 1].
+    State components differ by orders of magnitude (positions against angles, wealth 25
+    against habits 0.01): a raw-input network spends its first iterations rescaling them."""
+    std = states.std(0) if states.shape[0] > 1 else torch.ones_like(states[0])
     std = torch.nan_to_num(std, nan=1.0).clamp_min(floor * float(std.max()) + 1e-12)
-    half = torch.full((1,), 0.5 * problem.horizon, dtype=states.dtype, device=states.device)
-    shift = torch.cat([finite.mean(0) if finite.shape[0] else torch.zeros_like(std), half])
-    return shift, torch.cat([std, half]), x0
+    half = torch.full((1,), 0.5 * horizon, dtype=states.dtype, device=states.device)
+    shift = torch.cat([states.mean(0) if states.shape[0] else torch.zeros_like(std), half])
+    return shift, torch.cat([std, half])
+
+
+def visited_state_normalisation(agent: Agent, batch: int = 256, seed: int = 0
+                                ) -> tuple[Tensor, Tensor, Tensor]:
+    """(shift, scale, x₀): ``input_normalisation`` of the states ``agent``'s current policy
+    visits (``visited_states``)."""
+    states, x0 = visited_states(agent, batch, seed)
+    return (*input_normalisation(states, agent.problem.horizon), x0)
 
 
 def agent_class(kind: str) -> type[Agent]:

@@ -159,11 +159,22 @@ class Budget:
             self.clock += time.perf_counter() - wall
 
     def left(self, iteration: int) -> str:
-        """What remains, for the progress bar: '1m23s of CPU left' or '140 iterations left'."""
+        """What remains of the binding budget, for the progress bar: '1m23s CPU left',
+        '0m40s left' (wall clock) or '140 iterations left'."""
+        shares = [(iteration / self.iters, f"{self.iters - iteration} iterations left")]
         if self.cpu_budget is not None:
-            left = max(0.0, self.cpu_budget - self.cpu())
-            return f"{int(left // 60)}m{int(left % 60):02d}s CPU left"
-        return f"{self.iters - iteration} iterations left"
+            shares.append((self.cpu() / self.cpu_budget,
+                           clock(self.cpu_budget - self.cpu()) + " CPU left"))
+        if self.wall_limit is not None:
+            used = time.perf_counter() - self.clock
+            shares.append((used / self.wall_limit, clock(self.wall_limit - used) + " left"))
+        return max(shares, key=lambda share: share[0])[1]
+
+
+def clock(seconds: float) -> str:
+    """'1m23s' for a non-negative duration."""
+    seconds = max(0.0, seconds)
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
 def make_agent(config: TrainConfig) -> Agent:
@@ -175,7 +186,8 @@ def make_agent(config: TrainConfig) -> Agent:
     solver = SolverOptions(config.solver, config.alpha, config.inner_iters, config.inner_tol)
     return JFBAgent.build(config.env_id, config.env_kwargs(), config.width, config.depth,
                           config.rank, solver, DTYPES[config.dtype], config.device,
-                          prior=config.prior, normalise=config.normalise, seed=config.seed)
+                          prior=config.prior, normalise=config.normalise, seed=config.seed,
+                          network=config.network, context=config.context)
 
 
 def run_config(config: TrainConfig, agent: Agent) -> dict:

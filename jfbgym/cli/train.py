@@ -12,6 +12,7 @@ from jfbgym.agents.config import (
     AGENT_KINDS,
     DTYPE_NAMES,
     GRAD_MODE_NAMES,
+    NETWORKS,
     NORMALISE,
     PRIORS,
     RESUME,
@@ -23,7 +24,7 @@ from jfbgym.agents.config import (
 
 CHOICES = {"grad": GRAD_MODE_NAMES, "solver": SOLVER_NAMES, "dtype": DTYPE_NAMES,
            "resume": RESUME, "schedule": SCHEDULES, "prior": PRIORS, "normalise": NORMALISE,
-           "agent": AGENT_KINDS}
+           "agent": AGENT_KINDS, "network": NETWORKS}
 
 
 def json_object(text: str) -> dict:
