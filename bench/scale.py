@@ -6,10 +6,11 @@ random-Fourier-feature interaction, seconds and peak memory, side by side in one
     python bench/scale.py --kernel                # the exact kernel alone at N = 1000
 
 Each configuration runs in its own process (its peak RSS is its own): the flat value network
-(``--prior none --normalise off``: the prior and the input statistics are set-up, not the
-iteration), the JFB gradient, one warm-up iteration and ``--iters`` timed ones, each a full
-rollout of nt = 160 steps and its backward pass. ``--kernel`` times the exact interaction's
-value and gradient through autograd at N = 1,000: the blocked kernel with its saved gradient
+or the set network (``--networks``; ``--prior none --normalise off``: the prior and the input
+statistics are set-up, not the iteration), the JFB gradient, one warm-up iteration and
+``--iters`` timed ones, each a full rollout of nt = 160 steps and its backward pass.
+``--kernel`` times the exact interaction's value and gradient through autograd at N = 1,000:
+the blocked kernel with its saved gradient
 (``interaction``) against the whole-kernel autograd graph it replaced (``_kernel``). The batch
 shrinks with N (``--batch``, stated in the JSON). Writes ``bench/results/scale.json`` (and
 ``scale.png``) with the load average beside every timing, and the fitted exponents of time and
@@ -32,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 
 
-def one_iteration(n: int, batch: int, interaction: str, features: int, iters: int) -> dict:
+def one_iteration(n: int, batch: int, interaction: str, features: int, iters: int,
+                  network: str = "mlp") -> dict:
     """Run in a child process: seconds per training iteration and peak RSS."""
     import tempfile
 
@@ -45,7 +47,7 @@ def one_iteration(n: int, batch: int, interaction: str, features: int, iters: in
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(env_id="QuadSwarm-v0", n_agents=n, problem_kwargs=kwargs,
                              batch=batch, val_batch=1, prior="none", normalise="off",
-                             out=tmp)
+                             network=network, out=tmp)
         run = Trainer(config)
         run.step(1e-3)  # warm-up
         cpu, wall = time.process_time(), time.perf_counter()
@@ -53,7 +55,7 @@ def one_iteration(n: int, batch: int, interaction: str, features: int, iters: in
             assert run.step(1e-3) is not None
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"n_agents": n, "batch": batch, "interaction": interaction,
+    return {"n_agents": n, "batch": batch, "network": network, "interaction": interaction,
             "fourier_features": features if interaction == "fourier" else None,
             "seconds_per_iteration": wall / iters, "cpu_seconds_per_iteration": cpu / iters,
             "peak_rss_gb": rss / 2**30}
@@ -106,12 +108,40 @@ def exponent(rows: list[dict], key: str) -> float | None:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
 
+def plot(runs: list[dict], path: Path) -> None:
+    """Seconds per iteration and peak RSS against N, log-log, one line per configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    configs = sorted({(r["network"], r["interaction"]) for r in runs})
+    for network, kind in configs:
+        rows = sorted((r for r in runs if (r["network"], r["interaction"]) == (network, kind)),
+                      key=lambda r: r["n_agents"])
+        ns = [r["n_agents"] for r in rows]
+        for ax, key in zip(axes, ("seconds_per_iteration", "peak_rss_gb")):
+            ax.loglog(ns, [r[key] for r in rows], "o-", label=f"{network}, {kind}")
+    for ax, label in zip(axes, ("seconds per training iteration", "peak RSS (GB)")):
+        ax.set_xlabel("drones N")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("QuadSwarm, one JFB iteration (nt = 160; batch per N in scale.json)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 8, 4],
                         help="minibatch per N (the last repeats)")
     parser.add_argument("--interactions", nargs="+", default=["exact", "fourier"])
+    parser.add_argument("--networks", nargs="+", default=["mlp", "set"],
+                        help="value networks: mlp (flat) and set")
     parser.add_argument("--features", type=int, default=512)
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
@@ -138,13 +168,16 @@ def main() -> int:
             for interaction in args.interactions:
                 if interaction == "exact" and n > args.max_exact:
                     continue
-                runs.append(child(args, {"n": n, "batch": batch, "interaction": interaction,
-                                         "features": args.features, "iters": args.iters}))
-    fits = {kind: {"time": exponent([r for r in runs if r["interaction"] == kind],
-                                    "seconds_per_iteration"),
-                   "memory": exponent([r for r in runs if r["interaction"] == kind],
-                                      "peak_rss_gb")}
-            for kind in args.interactions}
+                for network in args.networks:
+                    runs.append(child(args, {"n": n, "batch": batch, "interaction": interaction,
+                                             "features": args.features, "iters": args.iters,
+                                             "network": network}))
+    fits = {}
+    for network in args.networks:
+        for kind in args.interactions:
+            rows = [r for r in runs if r["interaction"] == kind and r["network"] == network]
+            fits[f"{network}, {kind}"] = {"time": exponent(rows, "seconds_per_iteration"),
+                                          "memory": exponent(rows, "peak_rss_gb")}
     result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "threads": args.threads, "runs": runs, "kernel": kernels,
               "exponents_in_n": fits, "note": "batch shrinks with N (see each run); "
@@ -152,6 +185,8 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
+    if runs:
+        plot(runs, out.with_suffix(".png"))
     print(f"written to {out}")
     return 0
 
