@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent
 RECIPES = {  # name -> (quality.py env label, CPU minutes, TrainConfig overrides)
     "Quadrotor-v0": ("Quadrotor-v0", 10.0, {}),
     "QuadSwarm-v0": ("QuadSwarm-v0", 15.0, {}),
+    "QuadSwarm-v0-set": ("QuadSwarm-v0", 15.0, {"network": "set"}),  # flies any N: transfer()
     "MultiBicycle-v0": ("MultiBicycle-v0", 5.0, {}),
     "ConsumptionSavings-v0": ("ConsumptionSavings-v0", 5.0, {}),
     "LinearQuadratic-v0": ("LinearQuadratic-v0", 3.0, {}),
