@@ -151,8 +151,9 @@ def compare(config: CompareConfig, progress: bool = False) -> list[Evaluation]:
     for found in sweeps:
         name = f"{found.algo.upper()} (best of {config.rl_seeds})"
         methods.append((name, found.policies[found.best], found.seconds, env_id))
-        curves[f"{found.algo.upper()} (best seed)"] = [tuple(p) for p in
-                                                       found.runs[found.best].curve]
+        # RL's curve is its stochastic training episodes' mean cost; the others' are validation
+        label = f"{found.algo.upper()} (best seed, training episodes)"
+        curves[label] = [tuple(p) for p in found.runs[found.best].curve]
     methods += [(name, policy, None, problem) for name, policy in refs.items()]
     rows, reference, seconds = score_methods(methods, problem, x0, config.openloop_iters,
                                              [agent, *list(refs.values())[1:]],
@@ -172,6 +173,8 @@ def compare(config: CompareConfig, progress: bool = False) -> list[Evaluation]:
     policies = {name: policy for name, policy, _, _ in methods}
     write_tables(rows, out, env_id, config, reference, seconds, sweeps)
     plot_comparison(rows, out / "comparison.png")
+    (out / "curves.json").write_text(json.dumps({k: [list(p) for p in v]
+                                                 for k, v in curves.items()}))
     plot_training(curves, out / "training.png",
                   None if reference is None else float(reference.cost.mean()))
     if config.video:

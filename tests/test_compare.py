@@ -51,6 +51,10 @@ def test_compare_end_to_end(tmp_path, capsys) -> None:
         assert float(rows[f"{name} (mean of 2)"]["J_mean"]) == pytest.approx(
             sum(held_out) / 2, rel=1e-9)
     assert "JFB" in (out / "results.md").read_text()
+    curves = json.loads((out / "curves.json").read_text())
+    assert set(curves) == {"JFB", "direct policy", "PPO (best seed, training episodes)",
+                           "SAC (best seed, training episodes)"}
+    assert all(len(points) >= 1 and len(points[0]) == 2 for points in curves.values())
     for png in ("comparison.png", "training.png"):
         assert (out / png).stat().st_size > 1000
     videos = list(out.glob("jfb_vs_*.mp4"))

@@ -48,3 +48,19 @@ def test_bad_arguments() -> None:
         open_loop_optimum(prob, x0, init=torch.zeros(2, 3, 2))
     with pytest.raises(ValueError, match="x0"):
         open_loop_optimum(prob, torch.zeros(2, 3, dtype=torch.float64))
+
+
+def test_default_starts_include_the_heuristic_basin():
+    # QuadSwarm is non-convex: on held-out state 0 Newton from the heuristic's controls finds a
+    # lower local minimum than from the nominal and zero controls (measured: 0.29 lower)
+    from jfbgym.evaluation import held_out_states
+    from jfbgym.problems import problem_for_env
+
+    prob = problem_for_env("QuadSwarm-v0", dtype=torch.float64, n_agents=6)
+    x0 = held_out_states(prob, 1)
+    shape = (1, prob.n_steps, prob.control_dim)
+    nominal = prob.initial_control(0.0, x0).unsqueeze(1).expand(shape)
+    without = open_loop_optimum(prob, x0, init=[nominal, torch.zeros(shape, dtype=x0.dtype)])
+    default = open_loop_optimum(prob, x0)
+    assert default.converged and without.converged
+    assert float(default.cost[0]) < float(without.cost[0]) - 0.1
