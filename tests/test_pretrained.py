@@ -22,7 +22,7 @@ def test_every_env_has_a_shipped_agent_within_the_size_budget() -> None:
     assert size < 5 * 2**20, size
 
 
-@pytest.mark.parametrize("name", SHIPPED_NAMES)
+@pytest.mark.parametrize("name", available())
 def test_shipped_agent_matches_its_record_and_beats_the_heuristic(name: str) -> None:
     torch.set_num_threads(1)
     rec = record(name)
@@ -58,3 +58,18 @@ def test_saved_agent_round_trip_is_exact(tmp_path) -> None:
     x0 = held_out_states(agent.problem, 4)
     with torch.no_grad():
         assert torch.equal(agent.objective(x0, warn=False), again.objective(x0, warn=False))
+
+
+def test_the_shipped_set_agent_flies_any_number_of_drones() -> None:
+    torch.set_num_threads(1)
+    agent = JFBAgent.pretrained("QuadSwarm-v0-set")
+    assert agent.network.config()["kind"] == "set"
+    for n in (1, 20):
+        moved = agent.transfer(n_agents=n)
+        x0 = held_out_states(moved.problem, 4)
+        with torch.no_grad():
+            costs = moved.objective(x0, warn=False)
+            heuristic = list(references(moved.problem).values())[-1]
+            h_costs = moved.problem.rollout(heuristic.control, x0).cost
+        assert bool(torch.isfinite(costs).all())
+        assert float(costs.mean()) < 0.2 * float(h_costs.mean())  # measured: about 1/16
