@@ -124,6 +124,6 @@ def test_gradient_clipping_bounds_the_step(tmp_path) -> None:
         run.optimizer = torch.optim.SGD(run.net.parameters(), lr=1.0)  # step = the gradient
         before = [p.detach().clone() for p in run.net.parameters()]
         assert run.step(1.0) is not None
-        norms[clip] = float(torch.sqrt(sum(((p - b) ** 2).sum() for p, b in
+        norms[clip] = float(torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in
                                            zip(run.net.parameters(), before))))
     assert norms[1e-3] == pytest.approx(1e-3, rel=1e-4) and norms[1e3] > 1e-2
