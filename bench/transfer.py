@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from quality import load_average
 
 from jfbgym.agents import JFBAgent
 from jfbgym.agents.config import TrainConfig
@@ -36,10 +37,6 @@ from jfbgym.problems import problem_for_env
 
 ROOT = Path(__file__).resolve().parent
 ENV_ID = "QuadSwarm-v0"
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def trained_agent(args: argparse.Namespace) -> tuple[JFBAgent, dict]:

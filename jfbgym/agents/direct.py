@@ -28,6 +28,7 @@ from jfbgym.problems import problem_for_env
 from jfbgym.problems.base import ControlProblem, Time, Trajectory
 from jfbgym.validation import positive_int, require
 
+from .network import copy_normalisation, normalised_inputs
 from .policy import Agent, visited_state_normalisation
 
 
@@ -56,24 +57,10 @@ class PolicyNetwork(nn.Module):
 
     def set_normalisation(self, shift: Tensor, scale: Tensor) -> None:
         """Input shift and scale ((n + 1,) each, scale > 0)."""
-        require(shift.shape == self.shift.shape and scale.shape == self.scale.shape, "shift",
-                f"tensors of shape {tuple(self.shift.shape)}", tuple(shift.shape))
-        require(bool((scale > 0).all()) and bool(torch.isfinite(scale).all())
-                and bool(torch.isfinite(shift).all()), "scale", "finite, positive entries",
-                scale.tolist())
-        with torch.no_grad():
-            self.shift.copy_(shift)
-            self.scale.copy_(scale)
+        copy_normalisation(self, shift, scale)
 
     def forward(self, t: Time, z: Tensor) -> Tensor:
-        require(isinstance(z, Tensor) and z.dim() == 2 and z.shape[1] == self.state_dim, "z",
-                f"a tensor of shape (batch, {self.state_dim})",
-                tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__)
-        tt = torch.as_tensor(t, dtype=z.dtype, device=z.device)
-        require(tt.dim() == 0 or tt.numel() == z.shape[0], "t",
-                f"a scalar or {z.shape[0]} times", tuple(tt.shape))
-        s = torch.cat([z, tt.reshape(-1, 1).expand(z.shape[0], 1)], dim=1)
-        h = (s - self.shift) / self.scale
+        h = normalised_inputs(t, z, self.state_dim, self.shift, self.scale)
         for layer in self.hidden:
             h = torch.tanh(layer(h))
         return self.centre + self.half_width * torch.tanh(self.out(h))

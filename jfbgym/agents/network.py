@@ -37,6 +37,41 @@ from jfbgym.validation import positive_float, positive_int, require
 
 from .prior import LocalValue
 
+
+def check_states(z: Tensor, state_dim: int) -> None:
+    """``ValueError`` unless ``z`` is a (batch, ``state_dim``) tensor."""
+    require(isinstance(z, Tensor) and z.dim() == 2 and z.shape[1] == state_dim, "z",
+            f"a tensor of shape (batch, {state_dim})",
+            tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__)
+
+
+def batch_times(t: float | Tensor, z: Tensor) -> Tensor:
+    """``t`` (a scalar or one time per state) as a (B,) tensor in ``z``'s dtype and device."""
+    tt = torch.as_tensor(t, dtype=z.dtype, device=z.device)
+    require(tt.dim() == 0 or tt.numel() == z.shape[0], "t",
+            f"a scalar or {z.shape[0]} times", tuple(tt.shape))
+    return tt.reshape(-1).expand(z.shape[0])
+
+
+def normalised_inputs(t: float | Tensor, z: Tensor, state_dim: int, shift: Tensor,
+                      scale: Tensor) -> Tensor:
+    """The network input ((z, t) − shift)/scale, shape (B, state_dim + 1), checked."""
+    check_states(z, state_dim)
+    s = torch.cat([z, batch_times(t, z).unsqueeze(1)], dim=1)
+    return (s - shift) / scale
+
+
+def copy_normalisation(net: nn.Module, shift: Tensor, scale: Tensor) -> None:
+    """Check and copy an input normalisation into ``net``'s ``shift`` and ``scale`` buffers."""
+    require(shift.shape == net.shift.shape and scale.shape == net.scale.shape, "shift",
+            f"tensors of shape {tuple(net.shift.shape)}", tuple(shift.shape))
+    require(bool((scale > 0).all()) and bool(torch.isfinite(scale).all())
+            and bool(torch.isfinite(shift).all()), "scale", "finite, positive entries",
+            scale.tolist())
+    with torch.no_grad():
+        net.shift.copy_(shift)
+        net.scale.copy_(scale)
+
 Prior = Callable[[float | Tensor, Tensor], "tuple[Tensor, Tensor] | None"]
 
 LOG2 = math.log(2.0)
@@ -109,26 +144,13 @@ class ValueNetwork(nn.Module):
     def set_normalisation(self, shift: Tensor, scale: Tensor, value_scale: float = 1.0) -> None:
         """Input shift and scale ((n + 1,) each, scale > 0) and the additive correction's
         value scale c."""
-        require(shift.shape == self.shift.shape and scale.shape == self.scale.shape, "shift",
-                f"tensors of shape {tuple(self.shift.shape)}", tuple(shift.shape))
-        require(bool((scale > 0).all()) and bool(torch.isfinite(scale).all())
-                and bool(torch.isfinite(shift).all()), "scale", "finite, positive entries",
-                scale.tolist())
         positive_float(value_scale, "value_scale")
+        copy_normalisation(self, shift, scale)
         with torch.no_grad():
-            self.shift.copy_(shift)
-            self.scale.copy_(scale)
             self.value_scale.fill_(value_scale)
 
     def _inputs(self, t: float | Tensor, z: Tensor) -> Tensor:
-        require(isinstance(z, Tensor) and z.dim() == 2 and z.shape[1] == self.state_dim, "z",
-                f"a tensor of shape (batch, {self.state_dim})",
-                tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__)
-        t = torch.as_tensor(t, dtype=z.dtype, device=z.device)
-        require(t.dim() == 0 or t.numel() == z.shape[0], "t",
-                f"a scalar or {z.shape[0]} times", tuple(t.shape))
-        s = torch.cat([z, t.reshape(-1, 1).expand(z.shape[0], 1)], dim=1)
-        return (s - self.shift) / self.scale
+        return normalised_inputs(t, z, self.state_dim, self.shift, self.scale)
 
     def _sweep(self, s: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
         """The forward pass: (pre-activations of every layer, Ψ (B,), As (B, rank))."""

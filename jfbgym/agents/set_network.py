@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from jfbgym.problems.base import ControlProblem, Time
 from jfbgym.validation import positive_int, require
 
+from .network import batch_times, check_states, copy_normalisation
 from .prior import LocalValue
 
 
@@ -96,21 +97,13 @@ class SetValueNetwork(nn.Module):
     def set_normalisation(self, shift: Tensor, scale: Tensor, value_scale: float = 1.0) -> None:
         """Per-agent input shift and scale ((d + 1,) each, over agents' own frames and t) and
         the correction's value scale c."""
-        require(shift.shape == self.shift.shape and scale.shape == self.scale.shape, "shift",
-                f"tensors of shape {tuple(self.shift.shape)}", tuple(shift.shape))
-        require(bool((scale > 0).all()) and bool(torch.isfinite(scale).all())
-                and bool(torch.isfinite(shift).all()), "scale", "finite, positive entries",
-                scale.tolist())
+        copy_normalisation(self, shift, scale)
         with torch.no_grad():
-            self.shift.copy_(shift)
-            self.scale.copy_(scale)
             self.value_scale.fill_(float(value_scale))
 
     def frames(self, z: Tensor) -> Tensor:
         """Each agent's state in its own frame, (B, N, d)."""
-        require(isinstance(z, Tensor) and z.dim() == 2 and z.shape[1] == self.state_dim, "z",
-                f"a tensor of shape (batch, {self.state_dim})",
-                tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__)
+        check_states(z, self.state_dim)
         return z.view(z.shape[0], self.n_agents, self.agent_dim) - self.offsets
 
     def correction(self, t: Tensor, z: Tensor) -> Tensor:
@@ -125,10 +118,7 @@ class SetValueNetwork(nn.Module):
         return per_agent.squeeze(-1).mean(1) + pooled.squeeze(-1)
 
     def _times(self, t: Time, z: Tensor) -> Tensor:
-        tt = torch.as_tensor(t, dtype=z.dtype, device=z.device)
-        require(tt.dim() == 0 or tt.numel() == z.shape[0], "t",
-                f"a scalar or {z.shape[0]} times", tuple(tt.shape))
-        return tt.reshape(-1).expand(z.shape[0]).clone()
+        return batch_times(t, z).clone()
 
     def forward(self, t: Time, z: Tensor) -> Tensor:
         """Φ(t, z), shape (B,)."""
