@@ -103,3 +103,62 @@ def test_killed_rank_leaves_a_checkpoint_that_resumes(tmp_path) -> None:
                                checkpoint_every=1, out=str(out), resume="always"),
                    progress=False)
     assert result.status == "finished" and result.history[-1]["iteration"] == done + 2
+
+
+TINY = ["QuadSwarm-v0", "--n-agents", "2", "--batch", "4", "--val-batch", "4", "--width", "16",
+        "--depth", "2", "--prior", "none", "--val-every", "1", "--checkpoint-every", "1"]
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_saves_once_and_resumes(tmp_path) -> None:
+    out = tmp_path / "run"
+    with open(tmp_path / "output.txt", "w") as log:  # a file: a pipe can fill and block
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+             "2", "-m", "jfbgym", "train", *TINY, "--iters", "100000", "--out", str(out)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.time() + 240
+            while len(list((out / "snapshots").glob("*.pt"))) < 2:
+                assert time.time() < deadline and launcher.poll() is None, "no checkpoints came"
+                time.sleep(0.5)
+            launcher.send_signal(signal.SIGTERM)  # torchrun forwards it to every rank
+            launcher.wait(timeout=120)
+        finally:
+            if launcher.poll() is None:
+                os.killpg(launcher.pid, signal.SIGKILL)
+    err = (tmp_path / "output.txt").read_text()
+    assert err.count("interrupted: saving the last good state") == 1, err[-2000:]  # rank 0 only
+    done = load_state(out / "checkpoint.pt")["iteration"]
+    assert done >= 1
+    rows = (out / "log.csv").read_text().strip().splitlines()
+    assert len(rows) == done + 1  # the log is the saved state's history, written once
+    result = train(TrainConfig(env_id="QuadSwarm-v0", n_agents=2, batch=4, val_batch=4,
+                               width=16, depth=2, prior="none", iters=done + 1, val_every=1,
+                               out=str(out), resume="always"), progress=False)
+    assert result.status == "finished" and result.history[-1]["iteration"] == done + 1
+
+
+@pytest.mark.slow
+def test_the_readme_multi_node_command_on_loopback(tmp_path) -> None:
+    """Two 'nodes' (two torchrun launchers on this machine) meet at a c10d rendezvous endpoint,
+    as the README's multi-node command does, and train one agent."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    out = tmp_path / "run"
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint,
+         "-m", "jfbgym", "train", *TINY, "--iters", "3",
+         "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        for _ in range(2)]  # 3 iterations: far less output than a pipe holds
+    try:
+        errs = [node.communicate(timeout=300)[1] for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)
+    assert [node.returncode for node in nodes] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
+    assert load_state(out / "checkpoint.pt")["iteration"] == 3
+    rows = (out / "log.csv").read_text().strip().splitlines()
+    assert len(rows) == 4  # one writer: a header and one row per iteration
