@@ -2,13 +2,16 @@
 random-Fourier-feature interaction, seconds and peak memory, side by side in one run.
 
     python bench/scale.py                         # N = 100, 1000, 10000; nt 160; 2 threads
+    python bench/scale.py --n 10000 --networks set --interactions fourier --recompute on
     python bench/scale.py --n 100 1000 --batch 8  # a subset
     python bench/scale.py --kernel                # the exact kernel alone at N = 1000
 
-Each configuration runs in its own process (its peak RSS is its own): the flat value network
-or the set network (``--networks``; ``--prior none --normalise off``: the prior and the input
-statistics are set-up, not the iteration), the JFB gradient, one warm-up iteration and
-``--iters`` timed ones, each a full rollout of nt = 160 steps and its backward pass.
+Each configuration runs in its own process (its peak RSS is its own; one that fails, e.g.
+killed for memory, is recorded under "failed"): the flat value network or the set network
+(``--networks``; ``--prior none --normalise off``: the prior and the input statistics are
+set-up, not the iteration), with and without per-step recomputation (``--recompute``:
+``TrainConfig.recompute``, activation checkpointing), the JFB gradient, one warm-up iteration
+and ``--iters`` timed ones, each a full rollout of nt = 160 steps and its backward pass.
 ``--kernel`` times the exact interaction's value and gradient through autograd at N = 1,000:
 the blocked kernel with its saved gradient
 (``interaction``) against the whole-kernel autograd graph it replaced (``_kernel``). The batch
@@ -34,7 +37,7 @@ ROOT = Path(__file__).resolve().parent
 
 
 def one_iteration(n: int, batch: int, interaction: str, features: int, iters: int,
-                  network: str = "mlp") -> dict:
+                  network: str = "mlp", recompute: bool = False) -> dict:
     """Run in a child process: seconds per training iteration and peak RSS."""
     import tempfile
 
@@ -47,7 +50,7 @@ def one_iteration(n: int, batch: int, interaction: str, features: int, iters: in
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(env_id="QuadSwarm-v0", n_agents=n, problem_kwargs=kwargs,
                              batch=batch, val_batch=1, prior="none", normalise="off",
-                             network=network, out=tmp)
+                             network=network, recompute=recompute, out=tmp)
         run = Trainer(config)
         run.step(1e-3)  # warm-up
         cpu, wall = time.process_time(), time.perf_counter()
@@ -56,6 +59,7 @@ def one_iteration(n: int, batch: int, interaction: str, features: int, iters: in
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"n_agents": n, "batch": batch, "network": network, "interaction": interaction,
+            "recompute": recompute,
             "fourier_features": features if interaction == "fourier" else None,
             "seconds_per_iteration": wall / iters, "cpu_seconds_per_iteration": cpu / iters,
             "peak_rss_gb": rss / 2**30}
@@ -90,8 +94,13 @@ def child(args: argparse.Namespace, task: dict) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     command = [sys.executable, __file__, "--child", json.dumps(task),
                "--threads", str(args.threads)]
-    done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    done = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
+    if done.returncode != 0:  # e.g. killed for memory: recorded, and the bench goes on
+        result = {**task, "error": f"exit status {done.returncode}: "
+                  f"{(done.stderr.strip().splitlines() or [''])[-1][:300]}"}
+    else:
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result["seconds_per_state"] = result["seconds_per_iteration"] / result["batch"]
     result["load_average_before"] = [round(x, 2) for x in load]
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result), flush=True)
@@ -116,13 +125,15 @@ def plot(runs: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    configs = sorted({(r["network"], r["interaction"]) for r in runs})
-    for network, kind in configs:
-        rows = sorted((r for r in runs if (r["network"], r["interaction"]) == (network, kind)),
-                      key=lambda r: r["n_agents"])
+    def key(r: dict) -> tuple:
+        return r["network"], r["interaction"], r.get("recompute", False)
+
+    for config in sorted({key(r) for r in runs}):
+        rows = sorted((r for r in runs if key(r) == config), key=lambda r: r["n_agents"])
         ns = [r["n_agents"] for r in rows]
-        for ax, key in zip(axes, ("seconds_per_iteration", "peak_rss_gb")):
-            ax.loglog(ns, [r[key] for r in rows], "o-", label=f"{network}, {kind}")
+        label = f"{config[0]}, {config[1]}" + (", recompute" if config[2] else "")
+        for ax, field in zip(axes, ("seconds_per_iteration", "peak_rss_gb")):
+            ax.loglog(ns, [r[field] for r in rows], "o-" if config[2] else "s--", label=label)
     for ax, label in zip(axes, ("seconds per training iteration", "peak RSS (GB)")):
         ax.set_xlabel("drones N")
         ax.set_ylabel(label)
@@ -142,6 +153,9 @@ def main() -> int:
     parser.add_argument("--interactions", nargs="+", default=["exact", "fourier"])
     parser.add_argument("--networks", nargs="+", default=["mlp", "set"],
                         help="value networks: mlp (flat) and set")
+    parser.add_argument("--recompute", nargs="+", choices=["off", "on"], default=["off", "on"],
+                        help="per-step recomputation of the value network's graph (TrainConfig."
+                        "recompute): off keeps every step's activations")
     parser.add_argument("--features", type=int, default=512)
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
@@ -169,19 +183,26 @@ def main() -> int:
                 if interaction == "exact" and n > args.max_exact:
                     continue
                 for network in args.networks:
-                    runs.append(child(args, {"n": n, "batch": batch, "interaction": interaction,
-                                             "features": args.features, "iters": args.iters,
-                                             "network": network}))
+                    for recompute in args.recompute:
+                        runs.append(child(args, {
+                            "n": n, "batch": batch, "interaction": interaction,
+                            "features": args.features, "iters": args.iters,
+                            "network": network, "recompute": recompute == "on"}))
+    failed = [r for r in runs if "error" in r]
+    runs = [r for r in runs if "error" not in r]
     fits = {}
     for network in args.networks:
         for kind in args.interactions:
-            rows = [r for r in runs if r["interaction"] == kind and r["network"] == network]
-            fits[f"{network}, {kind}"] = {"time": exponent(rows, "seconds_per_iteration"),
-                                          "memory": exponent(rows, "peak_rss_gb")}
+            for recompute in args.recompute:
+                rows = [r for r in runs if r["interaction"] == kind and r["network"] == network
+                        and r["recompute"] == (recompute == "on")]
+                fits[f"{network}, {kind}, recompute {recompute}"] = {
+                    "time per state": exponent(rows, "seconds_per_state"),
+                    "memory": exponent(rows, "peak_rss_gb")}
     result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-              "threads": args.threads, "runs": runs, "kernel": kernels,
-              "exponents_in_n": fits, "note": "batch shrinks with N (see each run); "
-              "time exponents mix batch sizes unless --batch is one number"}
+              "threads": args.threads, "runs": runs, "failed": failed, "kernel": kernels,
+              "exponents_in_n": fits, "note": "batch shrinks with N (see each run): time "
+              "exponents are per initial state; peak RSS includes the batch"}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -140,3 +140,38 @@ def test_bad_inputs_raise() -> None:
         ValueNetwork(3, depth=1)
     with pytest.raises(ValueError, match="z"):
         agent.network.grad_z(0.0, torch.zeros(2, 5, dtype=F64))
+
+
+@pytest.mark.parametrize("network", ["mlp", "set"])
+@pytest.mark.parametrize("mode", ["jfb", "implicit", "newton-jfb"])
+def test_recomputed_steps_give_the_same_gradient(network: str, mode: str) -> None:
+    """``recompute`` (activation checkpointing per time step) changes memory, not the gradient;
+    with another minibatch the gradient differs, so the comparison can fail."""
+    torch.manual_seed(0)
+    agent = JFBAgent.build("QuadSwarm-v0", {"n_agents": 2, "n_steps": 6, "horizon": 1.0},
+                           width=8, depth=3, rank=4, dtype=F64, prior="none", normalise=False,
+                           network=network, context=3,
+                           solver=SolverOptions("newton", tol=1e-13))
+    with torch.no_grad():
+        for p in agent.network.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x0 = agent.problem.sample_initial_states(4, torch.Generator().manual_seed(1))
+
+    def gradient(recompute: bool, x: torch.Tensor) -> torch.Tensor:
+        agent.network.zero_grad()
+        agent.rollout(x, mode, warn=False, recompute=recompute).cost.mean().backward()
+        return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten()
+                          for p in agent.network.parameters()])  # ρ(t) alone: no costate
+
+    plain = gradient(False, x0)
+    assert plain.norm() > 0
+    torch.testing.assert_close(gradient(True, x0), plain, rtol=1e-10, atol=1e-12)
+    other = gradient(True, agent.problem.sample_initial_states(4, torch.Generator().manual_seed(2)))
+    assert (other - plain).norm() > 1e-3 * plain.norm()
+
+
+def test_recompute_is_refused_where_the_graph_spans_steps() -> None:
+    agent = _agent(SolverOptions("gradient", None, max_iters=50))
+    x0 = agent.problem.sample_initial_states(2, torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="recompute"):
+        agent.rollout(x0, "unrolled", recompute=True)

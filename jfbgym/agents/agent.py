@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from jfbgym.problems import problem_for_env
 from jfbgym.problems.base import ControlProblem, Time, Trajectory
@@ -190,21 +191,33 @@ class JFBAgent(Agent):
         """p = ∇_zΦ_θ(t, z) (computed once per time step by every caller)."""
         return self.network.grad_z(t, z)
 
-    def feedback(self, grad: str | None = None, log: InnerLog | None = None):
+    def feedback(self, grad: str | None = None, log: InnerLog | None = None,
+                 recompute: bool = False):
         """A stateful policy ``(t, z) -> u`` for one ``problem.rollout``: warm-starts each
         inner solve at the previous step's control and records the solve statistics. With
-        ``grad`` (a mode of GRAD_MODES) u carries that gradient; without, u is detached."""
+        ``grad`` (a mode of GRAD_MODES) u carries that gradient; without, u is detached.
+        ``recompute``: solve without a graph, then rebuild the step's graph (costate and the
+        layer's differentiable map at the solution) in the backward pass, so a rollout keeps
+        O(one step) of activations instead of O(nt); the gradient is the same."""
         carries_graph = grad is not None and grad_mode(grad).carries_graph
+        require(not (recompute and carries_graph), "recompute",
+                f"False with grad={grad!r} (its graph runs through the warm starts)", recompute)
         previous: list[Tensor | None] = [None]
 
+        def layer(t: Time, z: Tensor, warm: Tensor | None) -> tuple[Tensor, Tensor, StepStats]:
+            return control_layer(self.problem, t, z, self.costate(t, z), warm, self.solver,
+                                 grad or "jfb")
+
         def policy(t: Time, z: Tensor) -> Tensor:
-            with torch.set_grad_enabled(grad is not None and torch.is_grad_enabled()):
-                p = self.costate(t, z)
-                warm = previous[0]
-                if warm is not None and warm.shape[0] != z.shape[0]:
-                    warm = None
-                u, u_star, stats = control_layer(self.problem, t, z, p, warm, self.solver,
-                                                 grad or "jfb")
+            warm = previous[0]
+            if warm is not None and warm.shape[0] != z.shape[0]:
+                warm = None
+            differentiable = grad is not None and torch.is_grad_enabled()
+            if differentiable and recompute:  # the backward pass runs the step once more
+                u, u_star, stats = checkpoint(layer, t, z, warm, use_reentrant=False)
+            else:
+                with torch.set_grad_enabled(differentiable):
+                    u, u_star, stats = layer(t, z, warm)
             previous[0] = u if carries_graph else u_star
             if log is not None:
                 log.add(stats)
@@ -213,15 +226,16 @@ class JFBAgent(Agent):
         return policy
 
     def rollout(self, x0: Tensor, grad: str | None = None, log: InnerLog | None = None,
-                warn: bool = True) -> Trajectory:
-        """The closed-loop trajectory from ``x0`` (differentiable when ``grad`` is given).
-        With ``warn``, inner solves that missed their tolerance raise one warning with the
-        count (their controls are still the best the solver found)."""
+                warn: bool = True, recompute: bool = False) -> Trajectory:
+        """The closed-loop trajectory from ``x0`` (differentiable when ``grad`` is given;
+        ``recompute``: see ``feedback``). With ``warn``, inner solves that missed their
+        tolerance raise one warning with the count (their controls are still the best the
+        solver found)."""
         log = InnerLog() if log is None else log
         before = len(log.steps)
         self.problem.check_batch(x0, "x0", self.problem.state_dim)
         with self.problem.trusted():  # the policy's tensors are the library's own
-            traj = self.problem.rollout(self.feedback(grad, log), x0)
+            traj = self.problem.rollout(self.feedback(grad, log, recompute), x0)
         missed = sum(s.unconverged for s in log.steps[before:])
         if warn and missed:
             warnings.warn(f"{missed} of {x0.shape[0] * self.problem.n_steps} inner solves "

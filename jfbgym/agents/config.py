@@ -104,6 +104,10 @@ class TrainConfig:
                        "agent with a pooled context: the same weights at any number of agents)")
     context: int = arg(16, "set network: size of the pooled context")
     rank: int = arg(10, "rank of the quadratic term of the value network")
+    recompute: bool = arg(False, "keep only each time step's state and control, and recompute "
+                          "its value-network graph in the backward pass (activation "
+                          "checkpointing): memory of one step instead of all nt, for swarms "
+                          "of thousands; measured in bench/scale.py")
     seed: int = arg(0, "seed of weights, minibatches and validation states")
     dtype: str = arg("float32", "float32 or float64")
     device: str = arg("cpu", "torch device, e.g. cpu or cuda")
@@ -155,7 +159,7 @@ class TrainConfig:
                 "0 with prior='problem' (that prior has no time derivative)", self.hjb_weight)
         if self.agent == "direct":
             jfb_only = {"grad": "jfb", "solver": "newton", "alpha": None, "prior": "auto",
-                        "network": "mlp",
+                        "network": "mlp", "recompute": False,
                         "costate_weight": 0.0, "hjb_weight": 0.0, "terminal_weight": 0.0}
             for name, default in jfb_only.items():
                 require(getattr(self, name) == default, name,
@@ -165,8 +169,12 @@ class TrainConfig:
         optional(positive_float, self.max_minutes, "max_minutes")
         require(isinstance(self.device, str) and self.device != "", "device",
                 "a torch device name such as 'cpu'", self.device)
-        require(isinstance(self.tensorboard, bool), "tensorboard", "True or False",
-                self.tensorboard)
+        for name in ("tensorboard", "recompute"):
+            require(isinstance(getattr(self, name), bool), name, "True or False",
+                    getattr(self, name))
+        require(not (self.recompute and self.grad == "unrolled"), "recompute",
+                "False with grad='unrolled' (its graph runs through every step's warm start)",
+                self.recompute)
         output_dir(self.out, "out")
 
     def env_kwargs(self) -> dict:
