@@ -3,12 +3,14 @@
 For each N in ``--sizes``, on ``--states`` held-out states (the seed every table uses), with no
 retraining: J of the trained set agent moved to N (``JFBAgent.transfer``), J of its value prior
 alone (the same architecture with the correction at zero: what training added), the hover-PD
-heuristic, and J*, the open-loop optimum per state warm-started from the prior's and the
-agent's controls (best per state), with its stationarity residual. The gap of each is
+heuristic, and J*, the open-loop optimum per state warm-started from the prior's, the agents'
+and the heuristic's controls (best per state), with its stationarity residual. The gap of each is
 (J − J*)/|J*| on the same states.
 
     python bench/transfer.py --train-minutes 10 --sizes 6 12 24 48
     python bench/transfer.py --agent runs/set6 --sizes 6 100       # an agent already trained
+    python bench/transfer.py --agent jfbgym/pretrained/QuadSwarm-v0-set --native runs/set100 \
+        --sizes 6 24 100 --newton-gb 1                             # and one trained at N = 100
     python bench/transfer.py --quick                               # smoke run
 
 Writes ``bench/results/transfer.json`` (``--out``). One torch thread; training is charged in
@@ -54,8 +56,10 @@ def trained_agent(args: argparse.Namespace) -> tuple[JFBAgent, dict]:
                           "status": result.status, "cpu_minutes": args.train_minutes}
 
 
-def score(agent: JFBAgent, n: int, n_states: int, iters: int) -> dict:
-    """The agent, its prior alone, the heuristic and J* at N = ``n``."""
+def score(agent: JFBAgent, n: int, n_states: int, iters: int,
+          native: JFBAgent | None = None, newton_gb: float = 0.25) -> dict:
+    """The agent, its prior alone, an agent trained at N = ``n`` (``native``, if given), the
+    heuristic and J* at N = ``n``."""
     moved = agent.transfer(n_agents=n)
     prior = JFBAgent.build(ENV_ID, moved.env_kwargs, network="set", prior="local",
                            normalise="off", dtype=moved.problem.dtype)
@@ -63,7 +67,10 @@ def score(agent: JFBAgent, n: int, n_states: int, iters: int) -> dict:
     x0 = held_out_states(problem, n_states)
     row: dict = {"n_agents": n, "states": n_states}
     costs, controls = {}, []
-    for name, policy in (("set agent", moved), ("prior alone", prior)):
+    policies = [("set agent", moved), ("prior alone", prior)]
+    if native is not None:
+        policies.append(("trained at this N", native))
+    for name, policy in policies:
         start = time.perf_counter()
         with torch.no_grad():
             traj = policy.rollout(x0, warn=False)
@@ -77,7 +84,9 @@ def score(agent: JFBAgent, n: int, n_states: int, iters: int) -> dict:
         row["heuristic"] = {}
     start = time.perf_counter()
     exact = problem_for_env(ENV_ID, dtype=torch.float64, **moved.env_kwargs)
-    optimum = open_loop_optimum(exact, x0.double(), init=controls, max_iters=iters)
+    starts = controls + ([exact.heuristic()] if exact.heuristic() is not None else [])
+    optimum = open_loop_optimum(exact, x0.double(), init=starts, max_iters=iters,
+                                newton_bytes=int(newton_gb * 2**30))
     row["optimum"] = {"J": float(optimum.cost.mean()), "certificate": optimum.certificate(),
                       "seconds": time.perf_counter() - start}
     for name, cost in costs.items():
@@ -94,7 +103,15 @@ def main() -> int:
     parser.add_argument("--train-minutes", type=float, default=10.0, help="CPU minutes")
     parser.add_argument("--sizes", type=int, nargs="+", default=[6, 12, 24, 48])
     parser.add_argument("--states", type=int, default=20, help="held-out states per N")
-    parser.add_argument("--openloop-iters", type=int, default=300)
+    parser.add_argument("--openloop-iters", type=int, default=300,
+                        help="per start: Newton iterations, or L-BFGS ones where Newton's "
+                        "matrices do not fit in --newton-gb")
+    parser.add_argument("--newton-gb", type=float, default=0.25,
+                        help="memory for Newton's per-step matrices of one chunk of states "
+                        "(QuadSwarm: 0.57 GB per state at N = 24, 9.8 GB at N = 100)")
+    parser.add_argument("--native", nargs="*", default=[], metavar="AGENT",
+                        help="agents trained at one of --sizes (run or saved), each scored at "
+                        "its own N beside the transferred agent")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "results" / "transfer.json"))
     args = parser.parse_args()
@@ -103,19 +120,25 @@ def main() -> int:
         args.train_minutes, args.sizes, args.states, args.openloop_iters = 0.1, [2, 3], 2, 5
         args.train_n = 2
     agent, trained = trained_agent(args)
+    natives = {}
+    for path in args.native:
+        native = JFBAgent.load(path)
+        natives[native.problem.n_agents] = native
+        trained[f"trained at N = {native.problem.n_agents}"] = path
     rows = []
     for n in args.sizes:
-        rows.append(score(agent, n, args.states, args.openloop_iters))
+        rows.append(score(agent, n, args.states, args.openloop_iters, natives.get(n),
+                          args.newton_gb))
         print(json.dumps(rows[-1]), flush=True)
     report = {"env_id": ENV_ID, "trained": trained, "rows": rows, "torch": torch.__version__,
               "machine": platform.machine(), "cpus": os.cpu_count(), "threads": 1}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
-    print(f"{'N':>5} {'set agent':>12} {'prior alone':>12} {'heuristic':>12} {'J*':>10}")
-    names = ("set agent", "prior alone", "heuristic")
+    names = ("set agent", "prior alone", "trained at this N", "heuristic")
+    print(f"{'N':>5} " + " ".join(f"{k:>17}" for k in names) + f" {'J*':>10}")
     for r in rows:
         gaps = [f"{100 * r[k]['gap']:+.2f}%" if k in r else "-" for k in names]
-        print(f"{r['n_agents']:>5} " + " ".join(f"{g:>12}" for g in gaps)
+        print(f"{r['n_agents']:>5} " + " ".join(f"{g:>17}" for g in gaps)
               + f" {r['optimum']['J']:>10.4g}")
     return 0
 

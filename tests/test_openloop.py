@@ -64,3 +64,17 @@ def test_default_starts_include_the_heuristic_basin():
     default = open_loop_optimum(prob, x0)
     assert default.converged and without.converged
     assert float(default.cost[0]) < float(without.cost[0]) - 0.1
+
+
+def test_newton_memory_bound_chooses_the_method():
+    problem = make_problem("QuadSwarm", n_agents=2, n_steps=8, horizon=1.0, dtype=torch.float64)
+    x0 = problem.sample_initial_states(2, torch.Generator().manual_seed(0))
+    per_state = 8 * 3 * problem.n_steps * (problem.state_dim + problem.control_dim) ** 2
+    small = open_loop_optimum(problem, x0, newton_bytes=per_state - 1, max_iters=50)
+    large = open_loop_optimum(problem, x0, newton_bytes=per_state)
+    assert (small.method, large.method) == ("lbfgs", "newton")
+    assert large.converged
+    with pytest.raises(ValueError, match="method"):
+        open_loop_optimum(problem, x0, method="newton", newton_bytes=per_state - 1)
+    with pytest.raises(ValueError, match="newton_bytes"):
+        open_loop_optimum(problem, x0, newton_bytes=0)
