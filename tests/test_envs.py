@@ -335,3 +335,19 @@ def test_longer_horizon_through_make_with_max_episode_steps():
     hover = np.array([0.5, 0.0, 0.0, 0.0], dtype=np.float32)
     ends = [env.step(hover)[2:4] for _ in range(170)]
     assert ends[-1] == (True, False) and not any(t or u for t, u in ends[:-1])
+
+
+@pytest.mark.parametrize("env_id", ["ConsumptionSavings-v0", "MultiBicycle-v0", "Quadrotor-v0",
+                                    "LinearQuadratic-v0"])
+def test_action_box_contains_the_optimal_controls(env_id):
+    """The env clips actions onto its box, so the box must hold what the optimum does (on
+    ConsumptionSavings a box up to 10³ cut the optimum's last-step consumption of 2.6·10³)."""
+    from jfbgym.evaluation import held_out_states
+    from jfbgym.openloop import open_loop_optimum
+
+    problem = problem_for_env(env_id, dtype=torch.float64)
+    optimum = open_loop_optimum(problem, held_out_states(problem, 2))
+    assert optimum.converged
+    low, high = problem.action_box()
+    u = optimum.controls
+    assert bool((u >= low).all() and (u <= high).all()), (float(u.min()), float(u.max()))

@@ -109,7 +109,10 @@ class ConsumptionSavings(ControlProblem):
     (0, 1], so each good's inner problem has one minimiser), ``theta`` (> 0), ``r``, ``delta``,
     ``gamma`` (> 0, != 1), ``epsilon`` (> 0: without a bequest, overspending at the end would
     be free), ``kappa`` (feasibility threshold), ``max_consumption`` (returned only where H
-    has no minimiser; a true minimiser is returned however large), ``init_wealth`` +
+    has no minimiser; a true minimiser is returned however large; also the top of the env's
+    action box, so it must exceed what the optimal policy consumes: with r = 3 wealth grows
+    e⁶-fold over T = 2 and the optimum from the default ρ consumes up to 2.6·10³ per good at
+    the end, hence 10⁴), ``init_wealth`` +
     ``init_wealth_spread``·U(0, 1), ``init_habit`` + ``init_habit_spread``·U(0, 1) per good,
     ``horizon``, ``n_steps``, ``dtype``, ``device``.
     """
@@ -120,7 +123,7 @@ class ConsumptionSavings(ControlProblem):
     def __init__(self, n_agents: int = 100, A: float | Sequence[float] = 1.0,
                  B: float | Sequence[float] = 1.0, eta: float = 0.9, theta: float = 0.9,
                  r: float = 3.0, delta: float = 0.1, gamma: float = 0.5, epsilon: float = 0.1,
-                 kappa: float = 1e-4, max_consumption: float = 1e3, init_wealth: float = 25.0,
+                 kappa: float = 1e-4, max_consumption: float = 1e4, init_wealth: float = 25.0,
                  init_wealth_spread: float = 0.1, init_habit: float = 0.01,
                  init_habit_spread: float = 0.1, horizon: float = 2.0, n_steps: int = 100,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
