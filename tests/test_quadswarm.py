@@ -244,9 +244,23 @@ def test_sampling_draws_float64_then_casts():
     assert float(agents[..., :6].std()) == pytest.approx(0.1, rel=0.03)
 
 
+@pytest.mark.parametrize("n", [7, 100])
+def test_formation_starts_spread_with_n_around_their_slots(n):
+    ball = QuadSwarm(n_agents=n, dtype=F64)
+    grid = QuadSwarm(n_agents=n, starts="formation", targets="formation", dtype=F64)
+    a = ball.sample_initial_states(200, torch.Generator().manual_seed(0)).view(200, n, 12)
+    b = grid.sample_initial_states(200, torch.Generator().manual_seed(0)).view(200, n, 12)
+    slots = grid.targets_state[:, :3] - torch.tensor([2.0, 2.0, 2.0], dtype=F64)
+    assert torch.allclose(b[..., :3] - a[..., :3], slots.expand(200, n, 3))  # same noise
+    assert torch.equal(b[..., 3:], a[..., 3:])
+    footprint = float((b[0, :, :2].max(0).values - b[0, :, :2].min(0).values).max())
+    assert footprint > 2.0 * (math.ceil(math.sqrt(n)) - 1) - 1.0  # grows as √N·2r
+    assert "starts" not in ball.config() and grid.config()["starts"] == "formation"
+
+
 def test_config_is_json_and_rebuilds():
     prob = QuadSwarm(n_agents=4, targets="formation", interaction_cutoff=2.0, mass=0.6,
-                     target=(1.0, 0.0, 3.0), dtype=F64)
+                     target=(1.0, 0.0, 3.0), starts="formation", dtype=F64)
     clone = make_problem("QuadSwarm", dtype=F64, **json.loads(json.dumps(prob.config())))
     assert torch.equal(clone.targets_state, prob.targets_state)
     assert clone.config() == prob.config()
@@ -258,6 +272,7 @@ def test_config_is_json_and_rebuilds():
     ({"interaction_cutoff": -2.0}, "interaction_cutoff"), ({"alpha_G": math.inf}, "alpha_G"),
     ({"targets": "circle"}, "targets"), ({"target": (1.0, 2.0)}, "target"),
     ({"target": (1.0, "a", 2.0)}, "target"), ({"init_std": -1.0}, "init_std"),
+    ({"starts": "grid"}, "starts"),
     ({"dtype": torch.float16}, "dtype")])
 def test_bad_arguments_raise(kwargs, arg):
     with pytest.raises(ValueError, match=arg):

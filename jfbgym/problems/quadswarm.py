@@ -27,6 +27,12 @@ horizontal square-ish grid at the height of ``target``: ``cols = ceil(√N)`` co
 ``rows = ceil(N / cols)`` rows, spacing 2r, drone k at column ``k % cols`` and row ``k // cols``,
 the grid's bounding rectangle centred on ``target``. Spacing 2r keeps targets out of each
 other's cut-off (``interaction_cutoff=2.0`` with r = 1).
+
+Starts **[jfbgym]**: ``starts="ball"`` (the reference) draws every drone around the origin,
+``init_std``·𝒩(0, 1) per position and angle, so N drones start inside one ball of radius about
+3·``init_std`` whatever N; ``starts="formation"`` centres drone k on the same grid as the
+formation targets, around the origin at height 0, so the swarm's footprint grows as √N·2r and
+ten thousand drones do not start on top of each other.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from .lambertw import lambertw
 
 AGENT_STATE, AGENT_CONTROL = 12, 4
 TARGET_KINDS = ("shared", "formation")
+START_KINDS = ("ball", "formation")
 
 
 def formation_offsets(n_agents: int, spacing: float) -> Tensor:
@@ -109,7 +116,8 @@ class QuadSwarm(ControlProblem):
                  alpha_int: float = 0.1, radius: float = 1.0,
                  interaction_cutoff: float | None = None, alpha_G: float = 1000.0,
                  targets: str = "shared", target: Sequence[float] = (2.0, 2.0, 2.0),
-                 init_std: float = 0.1, horizon: float = 4.5, n_steps: int = 160,
+                 init_std: float = 0.1, starts: str = "ball", horizon: float = 4.5,
+                 n_steps: int = 160,
                  interaction: str = "exact", fourier_features: int = 512, fourier_seed: int = 0,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
         n = positive_int(n_agents, "n_agents")
@@ -127,6 +135,7 @@ class QuadSwarm(ControlProblem):
                 "a list or tuple of 3 numbers", target)
         self.target = tuple(coordinate(v, "target") for v in target)
         self.init_std = spread(init_std, "init_std")
+        self.starts = one_of(starts, "starts", START_KINDS)
         super().__init__(state_dim=AGENT_STATE * n, control_dim=AGENT_CONTROL * n, n_agents=n,
                          horizon=horizon, n_steps=n_steps, dtype=dtype, device=device)
         goal = torch.zeros(n, AGENT_STATE, dtype=torch.float64)
@@ -151,7 +160,9 @@ class QuadSwarm(ControlProblem):
                   "interaction_cutoff": self.interaction_cutoff, "alpha_G": self.alpha_G,
                   "targets": self.targets, "target": list(self.target),
                   "init_std": self.init_std, "horizon": self.horizon, "n_steps": self.n_steps}
-        if self.interaction != "exact":  # recorded only when set: older configs stay equal
+        if self.starts != "ball":  # recorded only when set: older configs stay equal
+            config["starts"] = self.starts
+        if self.interaction != "exact":
             config.update(interaction=self.interaction, fourier_features=self.fourier_features,
                           fourier_seed=self.fourier_seed)
         return config
@@ -443,10 +454,14 @@ class QuadSwarm(ControlProblem):
 
     def sample_initial_states(self, batch: int, generator: torch.Generator | None = None
                               ) -> Tensor:
-        """Positions and angles init_std·𝒩(0, 1), velocities 0 (drawn in float64 on the CPU)."""
+        """Positions and angles init_std·𝒩(0, 1), velocities 0 (drawn in float64 on the CPU),
+        positions around each drone's grid slot with ``starts="formation"``."""
         batch = positive_int(batch, "batch")
         pose = torch.randn(batch, self.n_agents, 6, generator=generator, dtype=torch.float64)
-        z = torch.cat([self.init_std * pose, torch.zeros_like(pose)], dim=-1)
+        pose = self.init_std * pose
+        if self.starts == "formation":
+            pose[..., :3] += formation_offsets(self.n_agents, 2.0 * self.radius)
+        z = torch.cat([pose, torch.zeros_like(pose)], dim=-1)
         return z.reshape(batch, self.state_dim).to(dtype=self.dtype, device=self.device)
 
 
