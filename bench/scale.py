@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent
 
 
 def one_iteration(n: int, batch: int, interaction: str, features: int, iters: int,
-                  network: str = "mlp", recompute: bool = False) -> dict:
+                  network: str = "mlp", recompute: bool = False, width: int = 96) -> dict:
     """Run in a child process: seconds per training iteration and peak RSS."""
     import tempfile
 
@@ -50,7 +50,7 @@ def one_iteration(n: int, batch: int, interaction: str, features: int, iters: in
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(env_id="QuadSwarm-v0", n_agents=n, problem_kwargs=kwargs,
                              batch=batch, val_batch=1, prior="none", normalise="off",
-                             network=network, recompute=recompute, out=tmp)
+                             network=network, recompute=recompute, width=width, out=tmp)
         run = Trainer(config)
         run.step(1e-3)  # warm-up
         cpu, wall = time.process_time(), time.perf_counter()
@@ -59,7 +59,7 @@ def one_iteration(n: int, batch: int, interaction: str, features: int, iters: in
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"n_agents": n, "batch": batch, "network": network, "interaction": interaction,
-            "recompute": recompute,
+            "recompute": recompute, "width": width,
             "fourier_features": features if interaction == "fourier" else None,
             "seconds_per_iteration": wall / iters, "cpu_seconds_per_iteration": cpu / iters,
             "peak_rss_gb": rss / 2**30}
@@ -93,7 +93,7 @@ def child(args: argparse.Namespace, task: dict) -> dict:
     load = os.getloadavg()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     command = [sys.executable, __file__, "--child", json.dumps(task),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--max-gb", str(args.max_gb)]
     done = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
     if done.returncode != 0:  # e.g. killed for memory: recorded, and the bench goes on
         result = {**task, "error": f"exit status {done.returncode}: "
@@ -157,15 +157,22 @@ def main() -> int:
                         help="per-step recomputation of the value network's graph (TrainConfig."
                         "recompute): off keeps every step's activations")
     parser.add_argument("--features", type=int, default=512)
+    parser.add_argument("--width", type=int, default=96, help="value network width (the shipped "
+                        "agents': 96)")
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-exact", type=int, default=10000,
                         help="skip the exact kernel above this N")
+    parser.add_argument("--max-gb", type=float, default=16.0,
+                        help="address-space limit of each configuration's process")
     parser.add_argument("--kernel", action="store_true", help="the kernel alone at N = 1000")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "results" / "scale.json"))
     args = parser.parse_args()
     if args.child is not None:
+        # a configuration that needs more fails with MemoryError (recorded), not the OOM killer
+        limit = int(args.max_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         import torch
 
         torch.set_num_threads(args.threads)
@@ -187,7 +194,8 @@ def main() -> int:
                         runs.append(child(args, {
                             "n": n, "batch": batch, "interaction": interaction,
                             "features": args.features, "iters": args.iters,
-                            "network": network, "recompute": recompute == "on"}))
+                            "network": network, "recompute": recompute == "on",
+                            "width": args.width}))
     failed = [r for r in runs if "error" in r]
     runs = [r for r in runs if "error" not in r]
     fits = {}
