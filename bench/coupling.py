@@ -52,9 +52,10 @@ def row(alpha_int: float, n_states: int, iters: int, quick: bool) -> dict:
     stacked = own.controls.view(n_states, n, single.n_steps, -1).permute(0, 2, 1, 3)
     stacked = stacked.reshape(n_states, single.n_steps, -1)
     with torch.no_grad():
+        lifted = prior.rollout(x0.float(), warn=False)
         costs = {"separate": exact.rollout(stacked, x0).cost,
-                 "prior alone": prior.rollout(x0.float(), warn=False).cost.double()}
-        starts = [stacked, prior.rollout(x0.float(), warn=False).controls.double()]
+                 "prior alone": lifted.cost.double()}
+        starts = [stacked, lifted.controls.double()]
         if not quick:
             drone = JFBAgent.pretrained("Quadrotor-v0")
             alone = drone.rollout(x0.float().view(n_states * n, -1), warn=False)

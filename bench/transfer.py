@@ -88,7 +88,8 @@ def score(agent: JFBAgent, n: int, n_states: int, iters: int,
     if iters > 0:  # 0 skips J*: at N = 1,000 its solve is out of reach
         start = time.perf_counter()
         exact = problem_for_env(ENV_ID, dtype=torch.float64, **moved.env_kwargs)
-        starts = controls + ([exact.heuristic()] if exact.heuristic() is not None else [])
+        reference = exact.heuristic()
+        starts = controls + ([reference] if reference is not None else [])
         optimum = open_loop_optimum(exact, x0.double(), init=starts, max_iters=iters,
                                     newton_bytes=int(newton_gb * 2**30))
         row["optimum"] = {"J": float(optimum.cost.mean()), "certificate": optimum.certificate(),

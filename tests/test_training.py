@@ -84,8 +84,8 @@ def test_nan_guard_restores_then_stops(tmp_path, monkeypatch, capsys) -> None:
     real = agent_module.JFBAgent.rollout
     calls = {"n": 0}
 
-    def poisoned(self, x0, grad=None, log=None, warn=True):
-        traj = real(self, x0, grad, log, warn)
+    def poisoned(self, x0, grad=None, log=None, warn=True, recompute=False):
+        traj = real(self, x0, grad, log, warn, recompute)
         if grad is not None:  # training calls only
             calls["n"] += 1
             if calls["n"] in (3, 5, 6):
@@ -158,12 +158,12 @@ def test_ctrl_c_and_time_budget_save_before_stopping(tmp_path, monkeypatch) -> N
     real = agent_module.JFBAgent.rollout
     calls = {"n": 0}
 
-    def interrupted(self, x0, grad=None, log=None, warn=True):
+    def interrupted(self, x0, grad=None, log=None, warn=True, recompute=False):
         if grad is not None:
             calls["n"] += 1
             if calls["n"] == 3:
                 raise KeyboardInterrupt
-        return real(self, x0, grad, log, warn)
+        return real(self, x0, grad, log, warn, recompute)
 
     monkeypatch.setattr(agent_module.JFBAgent, "rollout", interrupted)
     result = train(lq_config(tmp_path, iters=10, batch=8, val_batch=8, width=8,

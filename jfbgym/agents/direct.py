@@ -117,9 +117,11 @@ class DirectAgent(Agent):
             return self.network(t, z)
 
     def rollout(self, x0: Tensor, grad: str | None = None, log: Any = None,
-                warn: bool = True) -> Trajectory:
+                warn: bool = True, recompute: bool = False) -> Trajectory:
         """The closed-loop trajectory from ``x0``; differentiable in the weights when ``grad``
         is given (any mode: there is no inner solve to differentiate through)."""
+        require(not recompute, "recompute", "False for the direct policy (it has no per-step "
+                "value-network graph to rebuild)", recompute)
         self.problem.check_batch(x0, "x0", self.problem.state_dim)
         with torch.set_grad_enabled(grad is not None and torch.is_grad_enabled()), \
                 self.problem.trusted():

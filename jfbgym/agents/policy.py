@@ -66,8 +66,9 @@ class Agent:
         raise NotImplementedError
 
     def rollout(self, x0: Tensor, grad: str | None = None, log: Any = None,
-                warn: bool = True) -> Trajectory:
-        """The closed-loop trajectory from ``x0``, differentiable when ``grad`` is given."""
+                warn: bool = True, recompute: bool = False) -> Trajectory:
+        """The closed-loop trajectory from ``x0``, differentiable when ``grad`` is given
+        (``recompute``: rebuild each step's graph in the backward pass, where a kind has one)."""
         raise NotImplementedError
 
     def network_config(self) -> dict:

@@ -293,8 +293,8 @@ class Trainer:
         x0 = self.problem.sample_initial_states(batch, self.generator)[world.shard(batch)]
         share = x0.shape[0] / batch  # this rank's part of the global minibatch
         log = InnerLog()
-        extra_args = {"recompute": True} if self.config.recompute else {}  # JFB only
-        trajectory = self.agent.rollout(x0, self.config.grad, log, warn=False, **extra_args)
+        trajectory = self.agent.rollout(x0, self.config.grad, log, warn=False,
+                                        recompute=self.config.recompute)
         loss = trajectory.cost.sum() / batch  # summed over ranks: the global mean
         total, extra = loss, {}
         global_loss = world.sum(float(loss.detach()))
