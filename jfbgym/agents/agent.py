@@ -24,7 +24,7 @@ from .config import NETWORKS, NORMALISE, PRIORS
 from .implicit import SolverOptions, StepStats, control_layer, grad_mode
 from .network import CORRECTION_SCALE, ValueNetwork
 from .policy import DTYPES, Agent, input_normalisation, visited_states
-from .prior import LocalValue, build_local_value
+from .prior import MAX_BRANCHES, LocalValue, build_local_value
 from .set_network import SetValueNetwork, agent_offsets
 
 __all__ = ["DTYPES", "InnerLog", "JFBAgent"]
@@ -104,19 +104,21 @@ class JFBAgent(Agent):
               device: str | torch.device = "cpu",
               correction_scale: float = CORRECTION_SCALE, prior: str = "auto",
               normalise: bool | str = "auto", seed: int = 0, network: str = "mlp",
-              context: int = 16) -> JFBAgent:
+              context: int = 16, prior_branches: int = MAX_BRANCHES) -> JFBAgent:
         """A fresh agent for a registered env id (weights drawn from the global torch RNG).
 
         The network (``network``: ``mlp`` over the flat state, or ``set``, a
         ``SetValueNetwork`` with a ``context``-dimensional pooled summary, the same weights at
-        every N) starts from the value prior ``prior`` (``resolve_prior``; a local prior costs
-        one open-loop Newton solve) and, with ``normalise``, normalises its inputs by the states
-        its initial policy visits (``fit_normalisation``)."""
+        every N) starts from the value prior ``prior`` (``resolve_prior``; a local prior, the
+        least of at most ``prior_branches`` expansions, costs open-loop Newton solves from
+        states drawn from ρ, once per process) and, with ``normalise``, normalises its inputs
+        by the states its initial policy visits (``fit_normalisation``)."""
         if not isinstance(normalise, bool):
             one_of(normalise, "normalise", NORMALISE)
         problem = problem_for_env(env_id, dtype=dtype, device=device, **dict(env_kwargs or {}))
         kind = resolve_prior(problem, prior)
-        local = build_local_value(problem) if kind == "local" else None
+        local = build_local_value(problem, max_branches=prior_branches) \
+            if kind == "local" else None
         agent = cls._assemble(problem, kind, local, width, depth, rank, solver,
                               correction_scale, env_id, env_kwargs, network, context)
         if normalise is True or normalise == "on" or (normalise == "auto" and kind != "problem"):

@@ -88,6 +88,11 @@ def load_weights(module: torch.nn.Module, state: Any, path: str | Path) -> None:
                                                  for v in state.values()):
         raise CheckpointError(f"{path}: expected a state dict of tensors")
     expected = module.state_dict()
+    state = dict(state)
+    for key in state:  # saved before the local prior had branches (0.1.0): one per agent
+        if key.rsplit(".", 1)[-1] == "group" and state[key].dim() == 1 and key in expected \
+                and expected[key].dim() == 2:
+            state[key] = state[key].unsqueeze(-1)
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:

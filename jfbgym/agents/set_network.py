@@ -160,17 +160,18 @@ class SetValueNetwork(nn.Module):
                 f"agents of {self.agent_dim} state components", problem.state_dim)
         local = None
         if self.local is not None:
-            require(self.local.states.shape[0] == 1, "problem",
+            require(bool((self.local.group == self.local.group[0]).all()), "problem",
                     "shared targets (a formation's frames each have their own nominal "
-                    "trajectory: retrain, or build the prior for this problem)",
-                    self.local.states.shape[0])
+                    "trajectories: retrain, or build the prior for this problem)",
+                    "agents in several frames")
             decomposition = problem.agent_decomposition()
             require(decomposition is not None, "problem", "an agent decomposition", problem.name)
-            local = LocalValue(1, self.agent_dim, problem.n_agents, self.local.n_steps,
-                               self.local.horizon, decomposition[1], problem.dtype,
-                               problem.device)
+            local = LocalValue(self.local.states.shape[0], self.agent_dim, problem.n_agents,
+                               self.local.n_steps, self.local.horizon, decomposition[1],
+                               problem.dtype, problem.device, self.local.group.shape[1])
             for name in ("states", "costates", "hessians", "values"):
                 getattr(local, name).copy_(getattr(self.local, name))
+            local.group.copy_(self.local.group[:1].expand_as(local.group))
             local.offsets.copy_(decomposition[2])
         net = SetValueNetwork(self.agent_dim, problem.n_agents, self.width, self.depth,
                               self.context, agent_offsets(problem), local, problem.dtype,

@@ -187,7 +187,8 @@ def make_agent(config: TrainConfig) -> Agent:
     return JFBAgent.build(config.env_id, config.env_kwargs(), config.width, config.depth,
                           config.rank, solver, DTYPES[config.dtype], config.device,
                           prior=config.prior, normalise=config.normalise, seed=config.seed,
-                          network=config.network, context=config.context)
+                          network=config.network, context=config.context,
+                          prior_branches=config.prior_branches)
 
 
 def run_config(config: TrainConfig, agent: Agent) -> dict:
