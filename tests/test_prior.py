@@ -42,10 +42,10 @@ def by_hand(local: LocalValue, t: float, z: torch.Tensor) -> torch.Tensor:
         e_i = z.view(z.shape[0], local.n_agents, local.dim)[:, i] - local.offsets[i]
         values = []
         for g in local.group[i].tolist():
-            at = lambda x: (1 - w) * x[g, k] + w * x[g, k + 1]  # noqa: E731
-            e = e_i - at(local.states)
-            values.append(at(local.values) + e @ at(local.costates)
-                          + 0.5 * ((e @ at(local.hessians)) * e).sum(-1))
+            zbar, lam, S, vbar = ((1 - w) * x[g, k] + w * x[g, k + 1] for x in
+                                  (local.states, local.costates, local.hessians, local.values))
+            e = e_i - zbar
+            values.append(vbar + e @ lam + 0.5 * ((e @ S) * e).sum(-1))
         total = total + torch.stack(values, -1).min(-1).values
     return local.weight * total
 
