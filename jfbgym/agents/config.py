@@ -69,7 +69,7 @@ class TrainConfig:
                      "state), none")
     prior_branches: int = arg(4, "most branches (locally optimal ways to fly) the local prior "
                               "takes the least of; 1: one expansion from the mean initial state "
-                              "(measured, QuadSwarm prior alone: +6.4% with 1, +4.3% with 2 found)")
+                              "(measured, QuadSwarm prior alone: +6.4% with 1, +4.2% with the 2 it finds)")
     normalise: str = arg("auto", "normalise the network's inputs by the states the initial "
                          "policy visits: on, off, or auto (on, except over the problem's own "
                          "value prior, whose relative correction is already in natural units: "

@@ -19,7 +19,7 @@ meaningless along the other. So ``build_local_value`` finds the branches from op
 of states sampled from ρ, solves each branch's nominal from the mean of the samples that prefer
 it, and V₀ = min_b V_b: the viscosity-solution structure of a value function, each branch
 valid where it is the cheapest. Measured (prior alone, 100 held-out states): Quadrotor-v0
-+2.6% with one nominal, +1.15% with two branches; QuadSwarm-v0 +6.4% against +4.3%.
++2.6% with one nominal, +2.0% with two branches; QuadSwarm-v0 +6.4% against +4.2%.
 
 Swarms: a problem whose cost is (close to) a weighted sum of identical single-agent costs
 (``ControlProblem.agent_decomposition``) gets the expansions of that *single-agent* problem,
