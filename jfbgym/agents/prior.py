@@ -98,7 +98,7 @@ class LocalValue(nn.Module):
             S = self._at(self.hessians, rows, k, w)[0]
             vbar = self._at(self.values, rows, k, w)[0]
             e = z.detach().view(b, self.n_agents, 1, self.dim) - self.offsets[:, None] - zbar
-            value = vbar + (lam * e).sum(-1) + 0.5 * (e * (S @ e.unsqueeze(-1)).squeeze(-1)).sum(-1)
+            value = _quadratic(vbar, lam, S, e)[0]
             return rows.gather(-1, value.argmin(-1, keepdim=True)).squeeze(-1)
 
     def forward(self, t: Time, z: Tensor, with_time: bool = False
@@ -116,8 +116,8 @@ class LocalValue(nn.Module):
         S, dS = self._at(self.hessians, idx, k, w)
         vbar, dv = self._at(self.values, idx, k, w)
         e = z.view(b, self.n_agents, self.dim) - self.offsets - zbar
-        Se = (S @ e.unsqueeze(-1)).squeeze(-1)
-        value = self.weight * (vbar + (lam * e).sum(-1) + 0.5 * (e * Se).sum(-1)).sum(-1)
+        value, Se = _quadratic(vbar, lam, S, e)
+        value = self.weight * value.sum(-1)
         grad = (self.weight * (lam + Se)).reshape(z.shape)
         if not with_time:
             return value, grad, None
@@ -126,6 +126,12 @@ class LocalValue(nn.Module):
         rate = dv + (dlam * e).sum(-1) + (lam * de).sum(-1) + 0.5 * (e * dS_e).sum(-1) \
             + (de * Se).sum(-1)
         return value, grad, self.weight * rate.sum(-1) / h
+
+
+def _quadratic(vbar: Tensor, lam: Tensor, S: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+    """(V̄ + λᵀe + ½ eᵀSe, Se) over the last axis of e."""
+    Se = (S @ e.unsqueeze(-1)).squeeze(-1)
+    return vbar + (lam * e).sum(-1) + 0.5 * (e * Se).sum(-1), Se
 
 
 def nominal_starts(problem: ControlProblem, generator: torch.Generator | None = None) -> Tensor:
@@ -177,7 +183,7 @@ def find_branches(ref: ControlProblem, centre: Tensor, pool: Tensor, tol: float,
     keep = [int(j) for j in counts.argsort(descending=True)[:max_branches]
             if int(counts[j]) >= max(2, MIN_SHARE * pool.shape[0])]
     if len(keep) <= 1:
-        return centre[None], back[labels[0] == labels][:1]
+        return centre[None], back[:1]  # the centre's own optimum
     means = torch.stack([pool[labels[1:] == j].mean(0) for j in keep])
     warm = torch.stack([back[int((labels == j).nonzero()[0])] for j in keep])
     return means, open_loop_optimum(ref, means, init=[warm], tol=tol).controls
@@ -238,9 +244,9 @@ def _build(problem: ControlProblem, tol: float, max_branches: int, samples: int)
     U = torch.cat([controls for _, controls in nominals])
     with torch.no_grad():
         traj = ref.rollout(U, x0)
-    states, controls_ = traj.states, traj.controls
-    lams, grads = adjoint(ref, states, controls_)
-    stages = stage_matrices(ref, states, controls_, lams)
+    states, applied = traj.states, traj.controls
+    lams, grads = adjoint(ref, states, applied)
+    stages = stage_matrices(ref, states, applied, lams)
     S = riccati_pass(ref, states, grads, stages, torch.zeros(states.shape[0], dtype=torch.float64,
                                                              device=ref.device))[2]
     running = traj.running_costs
