@@ -1,6 +1,10 @@
 import os
+import tempfile
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Value priors are built afresh in every test session: a user's cache (~/.cache/jfbgym) would
+# hide a change in how they are built.
+os.environ["JFBGYM_CACHE_DIR"] = tempfile.mkdtemp(prefix="jfbgym-test-cache-")
 
 import torch
 

@@ -103,3 +103,39 @@ def test_quadrotor_has_two_branches_and_the_least_one_flies_better() -> None:
             return float(problem.rollout(policy, x0).cost.mean())
 
     assert cost(two) < cost(one)
+
+
+def test_a_built_prior_is_kept_on_disk_and_read_back(tmp_path, monkeypatch) -> None:
+    """The next process reads the prior instead of building it (same tensors); a corrupt
+    cache file is reported and rebuilt; ``off`` writes nothing."""
+    from jfbgym.agents import prior
+
+    problem = problem_for_env("LinearQuadratic-v0", dtype=F64)
+    monkeypatch.setenv(prior.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(prior, "_BUILT", {})
+    built = build_local_value(problem)
+    (path,) = tmp_path.glob("local-value-*.pt")
+
+    def fail(*args: object) -> None:
+        raise AssertionError("built again instead of read from the cache")
+
+    monkeypatch.setattr(prior, "_BUILT", {})
+    with monkeypatch.context() as m:
+        m.setattr(prior, "_build", fail)
+        read = build_local_value(problem)
+    for name, tensor in built.state_dict().items():
+        assert torch.equal(tensor, read.state_dict()[name]), name
+
+    path.write_bytes(b"not a checkpoint")
+    monkeypatch.setattr(prior, "_BUILT", {})
+    with pytest.warns(UserWarning, match="ignoring the cached value prior"):
+        again = build_local_value(problem)
+    assert torch.equal(again.hessians, built.hessians)
+    assert prior._read_cache(path, next(iter(prior._BUILT))) is not None  # rewritten
+
+    off = tmp_path / "off"
+    monkeypatch.setenv(prior.CACHE_ENV, "off")
+    monkeypatch.setattr(prior, "_BUILT", {})
+    build_local_value(problem)
+    assert prior.cache_dir() is None and not off.exists()
+    assert len(list(tmp_path.glob("local-value-*.pt"))) == 1

@@ -32,7 +32,12 @@ one point) is poor there (measured, QuadSwarm N = 6: J = 93.6 against 13.5 for t
 from __future__ import annotations
 
 import copy
+import hashlib
+import inspect
 import json
+import os
+import warnings
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -40,11 +45,14 @@ from torch import Tensor, nn
 from jfbgym.problems.base import ControlProblem, Time
 from jfbgym.validation import positive_int, require
 
+from .checkpoint import CheckpointError, load_state, load_weights, save_state
+
 NOMINAL_SAMPLES = 4096  # draws from ρ averaged into the nominal initial state
 BRANCH_SAMPLES = 64  # single-agent states drawn from ρ whose optima reveal the branches
 MAX_BRANCHES = 4
 MIN_SHARE = 0.05  # a branch fewer samples prefer than this is dropped (noise, not a branch)
 _BUILT: dict[str, LocalValue] = {}  # per process: the same problem's prior is built once
+CACHE_ENV = "JFBGYM_CACHE_DIR"  # where built priors are kept between processes; "off": nowhere
 
 
 class LocalValue(nn.Module):
@@ -197,15 +205,78 @@ def build_local_value(problem: ControlProblem, tol: float = 1e-8,
     initial state), or of the problem itself, one per branch (``find_branches``, from
     ``samples`` draws of ρ; ``max_branches=1``: the one optimum from the mean initial state).
     Solved in float64 by the open-loop Newton solver; stored in the problem's dtype and
-    device."""
+    device. Built once per process and kept on disk (``cache_dir``) for the next."""
     positive_int(max_branches, "max_branches")
     samples = int(samples)
     require(samples >= 0, "samples", "an integer >= 0", samples)
-    key = json.dumps([type(problem).__name__, problem.config(), tol, max_branches, samples],
-                     sort_keys=True, default=str)
+    key = json.dumps([type(problem).__name__, problem.config(), tol, max_branches, samples,
+                      _code_version(problem)], sort_keys=True, default=str)
     if key not in _BUILT:
-        _BUILT[key] = _build(problem, tol, max_branches, samples)
+        path = _cache_path(key)
+        local = _read_cache(path, key) if path is not None else None
+        if local is None:
+            local = _build(problem, tol, max_branches, samples)
+            if path is not None:
+                _write_cache(path, key, local)
+        _BUILT[key] = local
     return copy.deepcopy(_BUILT[key]).to(dtype=problem.dtype, device=problem.device)
+
+
+def cache_dir() -> Path | None:
+    """Where built priors are kept between processes (a build costs about 45 CPU-s for a
+    quadrotor): ``$JFBGYM_CACHE_DIR`` (``off``: nowhere), else ``$XDG_CACHE_HOME/jfbgym`` or
+    ``~/.cache/jfbgym``."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in ("", "off") else Path(value)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jfbgym"
+
+
+def _code_version(problem: ControlProblem) -> str:
+    """A hash of the source that decides what the build computes (this module, the open-loop
+    solver, the problem's class): a changed build never reads a stale cache."""
+    from jfbgym import openloop
+    from jfbgym.problems import base
+
+    files = {inspect.getsourcefile(m) for m in (openloop, base, type(problem))} | {__file__}
+    digest = hashlib.sha256()
+    for name in sorted(str(f) for f in files if f):
+        digest.update(Path(name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _cache_path(key: str) -> Path | None:
+    root = cache_dir()
+    return None if root is None else \
+        root / f"local-value-{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
+
+
+def _read_cache(path: Path, key: str) -> LocalValue | None:
+    """The prior stored at ``path`` for ``key`` (loaded without executing code), or None when
+    there is none; a corrupt or foreign file is reported and ignored (it is rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        state = load_state(path)
+        require(state.get("key") == key and isinstance(state.get("config"), dict), "cache",
+                "the prior built for this problem and code", str(path))
+        local = LocalValue(**state["config"], dtype=torch.float64)
+        load_weights(local, state.get("weights"), path)
+        return local
+    except (CheckpointError, ValueError, TypeError) as err:
+        warnings.warn(f"{path}: ignoring the cached value prior ({err}); building it again",
+                      stacklevel=3)
+        return None
+
+
+def _write_cache(path: Path, key: str, local: LocalValue) -> None:
+    """Store a built prior (weights-only tensors and plain data); a cache that cannot be
+    written is reported, never fatal."""
+    try:
+        save_state(path, {"key": key, "config": local.config(), "weights": local.state_dict()})
+    except OSError as err:
+        warnings.warn(f"{path}: could not cache the value prior ({err}); set {CACHE_ENV} to a "
+                      "writable folder, or to 'off'", stacklevel=3)
 
 
 def _build(problem: ControlProblem, tol: float, max_branches: int, samples: int) -> LocalValue:
