@@ -133,6 +133,7 @@ def test_a_built_prior_is_kept_on_disk_and_read_back(tmp_path, monkeypatch) -> N
     assert torch.equal(again.hessians, built.hessians)
     assert prior._read_cache(path, next(iter(prior._BUILT))) is not None  # rewritten
 
+    monkeypatch.chdir(tmp_path)  # were "off" read as a folder name, it would appear here
     off = tmp_path / "off"
     monkeypatch.setenv(prior.CACHE_ENV, "off")
     monkeypatch.setattr(prior, "_BUILT", {})

@@ -32,6 +32,7 @@ one point) is poor there (measured, QuadSwarm N = 6: J = 93.6 against 13.5 for t
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import inspect
 import json
@@ -210,7 +211,7 @@ def build_local_value(problem: ControlProblem, tol: float = 1e-8,
     samples = int(samples)
     require(samples >= 0, "samples", "an integer >= 0", samples)
     key = json.dumps([type(problem).__name__, problem.config(), tol, max_branches, samples,
-                      _code_version(problem)], sort_keys=True, default=str)
+                      _code_version(type(problem))], sort_keys=True, default=str)
     if key not in _BUILT:
         path = _cache_path(key)
         local = _read_cache(path, key) if path is not None else None
@@ -232,13 +233,15 @@ def cache_dir() -> Path | None:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jfbgym"
 
 
-def _code_version(problem: ControlProblem) -> str:
+@functools.cache
+def _code_version(problem_class: type[ControlProblem]) -> str:
     """A hash of the source that decides what the build computes (this module, the open-loop
-    solver, the problem's class): a changed build never reads a stale cache."""
+    solver, the problem's class): a changed build never reads a stale cache. Read once per
+    class and process, not at every agent built."""
     from jfbgym import openloop
     from jfbgym.problems import base
 
-    files = {inspect.getsourcefile(m) for m in (openloop, base, type(problem))} | {__file__}
+    files = {inspect.getsourcefile(m) for m in (openloop, base, problem_class)} | {__file__}
     digest = hashlib.sha256()
     for name in sorted(str(f) for f in files if f):
         digest.update(Path(name).read_bytes())
