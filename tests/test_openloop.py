@@ -1,5 +1,7 @@
 """The open-loop reference reproduces the exact discrete Riccati optimum on LinearQuadratic."""
 
+import copy
+
 import pytest
 import torch
 
@@ -69,7 +71,8 @@ def test_default_starts_include_the_heuristic_basin():
 def test_newton_memory_bound_chooses_the_method():
     problem = make_problem("QuadSwarm", n_agents=2, n_steps=8, horizon=1.0, dtype=torch.float64)
     x0 = problem.sample_initial_states(2, torch.Generator().manual_seed(0))
-    per_state = 8 * 3 * problem.n_steps * (problem.state_dim + problem.control_dim) ** 2
+    n, m = problem.state_dim, problem.control_dim  # the gains K and one step's matrices
+    per_state = 8 * (problem.n_steps * n * m + 8 * (n + m) ** 2)
     small = open_loop_optimum(problem, x0, newton_bytes=per_state - 1, max_iters=50)
     large = open_loop_optimum(problem, x0, newton_bytes=per_state)
     assert (small.method, large.method) == ("lbfgs", "newton")
@@ -78,3 +81,40 @@ def test_newton_memory_bound_chooses_the_method():
         open_loop_optimum(problem, x0, method="newton", newton_bytes=per_state - 1)
     with pytest.raises(ValueError, match="newton_bytes"):
         open_loop_optimum(problem, x0, newton_bytes=0)
+
+
+def test_blockwise_newton_pass_equals_the_dense_one(monkeypatch):
+    """QuadSwarm's per-drone blocks of f_z, f_u and H_zu (what makes N = 100 solvable) give the
+    backward pass the same gains, steps and cost-to-go Hessians as the dense matrices, and
+    assemble to them."""
+    from jfbgym import openloop
+
+    prob = make_problem("QuadSwarm", n_agents=3, n_steps=12, horizon=1.0, dtype=torch.float64)
+    x0 = prob.sample_initial_states(2, torch.Generator().manual_seed(0))
+    U = prob.rollout(prob.heuristic(), x0).controls + 0.01 * torch.randn(
+        2, prob.n_steps, prob.control_dim, generator=torch.Generator().manual_seed(1),
+        dtype=torch.float64)
+    Z = prob.rollout(U, x0).states
+    lams, grads = openloop.adjoint(prob, Z, U)
+    blocked = openloop.stage_matrices(prob, Z, U, lams)
+    assert isinstance(blocked[0][0], openloop.Blocks)
+    plain = copy.deepcopy(prob)
+    plain.jacobian_blocks = lambda *args: None  # as for a problem without the structure
+    dense = openloop.stage_matrices(plain, Z, U, lams)
+    for k in (0, prob.n_steps - 1):
+        for i in (0, 1, 3):  # F_z (with its identity), F_u, h H_zu
+            part, full = blocked[k][i], dense[k][i]
+            eye = torch.eye(full.shape[-2], dtype=Z.dtype).expand(2, -1, -1)
+            torch.testing.assert_close(part.rmul(eye), full, rtol=0, atol=1e-15)
+            torch.testing.assert_close(part.tmul(eye), full.transpose(1, 2), rtol=0, atol=1e-15)
+        assert float((dense[k][3]).abs().max()) > 0  # H_zu is not trivially zero
+    mu = torch.full((2,), 1.0, dtype=Z.dtype)
+    a = openloop.riccati_pass(prob, Z, grads, blocked, mu, hessians=True)
+    b = openloop.riccati_pass(prob, Z, grads, dense, mu, hessians=True)
+    assert not bool(a[-1].any()) and not bool(b[-1].any())
+    monkeypatch.setattr(openloop, "GROUP_BYTES", 1)  # one step at a time: the same pass
+    c = openloop.riccati_pass(prob, Z, grads, openloop.stage_matrices(prob, Z, U, lams), mu,
+                              hessians=True)
+    for x, y, w in zip(a[:5], b[:5], c[:5]):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(w, x, rtol=0, atol=1e-12)

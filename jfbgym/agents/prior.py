@@ -322,7 +322,7 @@ def _build(problem: ControlProblem, tol: float, max_branches: int, samples: int)
     lams, grads = adjoint(ref, states, applied)
     stages = stage_matrices(ref, states, applied, lams)
     S = riccati_pass(ref, states, grads, stages, torch.zeros(states.shape[0], dtype=torch.float64,
-                                                             device=ref.device))[2]
+                                                             device=ref.device), hessians=True)[2]
     running = traj.running_costs
     to_go = torch.cat([running.flip(1).cumsum(1).flip(1), torch.zeros_like(running[:, :1])], 1)
     values = to_go + traj.terminal_cost[:, None]

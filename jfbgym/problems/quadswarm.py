@@ -360,10 +360,15 @@ class QuadSwarm(ControlProblem):
         eye = torch.eye(n, dtype=blocks.dtype, device=blocks.device)
         return (eye[None, :, None, :, None] * blocks.unsqueeze(3)).reshape(b, n * r, n * c)
 
-    def dynamics_jacobian(self, t: Time, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-        """Per drone: q̇ = v, angle rates = ω, v̇ = (u₁/m) d(angles) − g e_z, ω̇ = (u₂, u₃, u₄)."""
-        self.check_inputs(z, u)
-        Z, U = self.agents(z), self.agents(u)
+    def jacobian_blocks(self, t: Time, z: Tensor, p: Tensor, u: Tensor
+                        ) -> tuple[Tensor, Tensor, Tensor]:
+        """Per drone: q̇ = v, angle rates = ω, v̇ = (u₁/m) d(angles) − g e_z, ω̇ = (u₂, u₃, u₄);
+        H_(angles, u₁) = (∂d/∂angles)ᵀp_v / m (L has no z–u cross term)."""
+        self.check_inputs(z, u, p)
+        return self._agent_blocks(z, p, u)
+
+    def _agent_blocks(self, z: Tensor, p: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        Z, U, P = self.agents(z), self.agents(u), self.agents(p)
         d, J = thrust_direction(Z[..., 3:6], jacobian=True)
         eye3 = torch.eye(3, dtype=z.dtype, device=z.device)
         fz = self._blocks(AGENT_STATE, AGENT_STATE, z)
@@ -373,6 +378,14 @@ class QuadSwarm(ControlProblem):
         fu = self._blocks(AGENT_STATE, AGENT_CONTROL, z)
         fu[..., 6:9, 0] = d / self.mass
         fu[..., 9:12, 1:4] = eye3
+        hzu = self._blocks(AGENT_STATE, AGENT_CONTROL, z)
+        hzu[..., 3:6, 0] = (J * P[..., 6:9].unsqueeze(-1)).sum(-2) / self.mass
+        return fz, fu, hzu
+
+    def dynamics_jacobian(self, t: Time, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """The block-diagonal assembly of ``jacobian_blocks`` (p does not enter f_z, f_u)."""
+        self.check_inputs(z, u)
+        fz, fu, _ = self._agent_blocks(z, z, u)  # p enters H_zu only
         return self._block_diagonal(fz), self._block_diagonal(fu)
 
     def hamiltonian_hessian(self, t: Time, z: Tensor, p: Tensor, u: Tensor
@@ -386,7 +399,6 @@ class QuadSwarm(ControlProblem):
         Z, P, U = self.agents(z), self.agents(p), self.agents(u)
         angles, pv = Z[..., 3:6].reshape(-1, 3), P[..., 6:9].reshape(-1, 3)
         curvature = vmap(hessian(lambda a, w: (thrust_direction(a)[0] * w).sum()))(angles, pv)
-        _, J = thrust_direction(Z[..., 3:6], jacobian=True)
         hzz = self._blocks(AGENT_STATE, AGENT_STATE, z)
         hzz[..., 3:6, 3:6] = U[..., :1, None] / self.mass * curvature.view(*Z.shape[:2], 3, 3)
         hzz = self._block_diagonal(hzz)
@@ -396,8 +408,7 @@ class QuadSwarm(ControlProblem):
             pos = pos.reshape(-1)
             hzz[:, pos[:, None], pos[None, :]] += self.alpha_int * self.pairwise.hessian(
                 Z[..., :3])
-        hzu = self._blocks(AGENT_STATE, AGENT_CONTROL, z)
-        hzu[..., 3:6, 0] = (J * P[..., 6:9].unsqueeze(-1)).sum(-2) / self.mass
+        hzu = self._agent_blocks(z, p, u)[2]
         n = self.n_agents
         es = torch.exp(self._control_cost_exponent(u))[:, None, None]
         eye = torch.eye(self.control_dim, dtype=z.dtype, device=z.device)
