@@ -53,7 +53,8 @@ def commit() -> str:
         def git(*args: str) -> str:
             return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT,
                                   check=True).stdout.strip()
-        dirty = git("status", "--porcelain", "--", "../jfbgym", ".")
+        # the shipped weights themselves are this script's output, not a change to the code
+        dirty = git("status", "--porcelain", "--", "../jfbgym", ".", ":!../jfbgym/pretrained")
         return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
