@@ -65,8 +65,7 @@ def pretrain(name: str, states: int, extra: dict | None = None,
     overrides = {**overrides, **(extra or {})}
     env_id, kwargs = quality.ENVS[label]
     ref = quality.reference(label, states, quick=False)
-    config = TrainConfig(env_id=env_id, problem_kwargs=dict(kwargs), cpu_minutes=minutes,
-                         iters=10**9, seed=0,
+    config = TrainConfig(env_id=env_id, problem_kwargs=dict(kwargs), cpu_minutes=minutes, seed=0,
                          out=str(ROOT / "results" / "pretrain" / f"{name}-{dest.name}"),
                          **overrides)
     load, trained_from = [round(x, 2) for x in os.getloadavg()], commit()

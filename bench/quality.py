@@ -100,7 +100,7 @@ def run_variant(label: str, variant: str, minutes: float, ref: dict, args) -> di
     settings = {**VARIANTS[variant], **(json.loads(args.set) if args.set else {})}
     out = ROOT / "results" / "runs" / f"{label}-{variant}-{minutes:g}"
     config = TrainConfig(env_id=env_id, problem_kwargs=dict(kwargs), cpu_minutes=minutes,
-                         iters=10**9, out=str(out), seed=args.seed, **settings)
+                         out=str(out), seed=args.seed, **settings)
     x_eval = held_out_states(problem_for_env(env_id, **kwargs), ref["cost"].numel())
     reference_mean = float(ref["cost"].mean())
     curve: list[list[float]] = []

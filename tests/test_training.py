@@ -12,7 +12,7 @@ import torch
 import jfbgym.agents.agent as agent_module
 from jfbgym.agents import JFBAgent
 from jfbgym.agents.checkpoint import CHECKPOINT, load_state, snapshot_paths
-from jfbgym.agents.config import TrainConfig
+from jfbgym.agents.config import DEFAULT_ITERS, TrainConfig
 from jfbgym.agents.trainer import train
 from jfbgym.cli.train import add_arguments, config_from_args
 
@@ -238,6 +238,27 @@ def test_the_agent_is_the_best_validated_one(tmp_path, monkeypatch) -> None:
     loaded = JFBAgent.load(result.out)
     for key, value in state["best"]["model"].items():
         assert torch.equal(loaded.network.state_dict()[key], value)
+
+
+def test_a_time_budget_binds_unless_an_iteration_cap_is_given(tmp_path, monkeypatch):
+    """``iters`` defaults to 500 on its own, and to no cap beside a time budget: a CPU budget a
+    default cap cut short would silently not bind."""
+    from jfbgym.agents.distributed import World
+    from jfbgym.agents.trainer import Budget
+
+    assert TrainConfig().iteration_budget() == DEFAULT_ITERS == 500
+    assert TrainConfig(cpu_minutes=10).iteration_budget() is None
+    assert TrainConfig(max_minutes=10).iteration_budget() is None
+    assert TrainConfig(cpu_minutes=10, iters=50).iteration_budget() == 50
+    budget = Budget(lq_config(tmp_path, iters=None, cpu_minutes=1.0), 0, 0.0, 0.0, World())
+    monkeypatch.setattr(budget, "cpu_clock", budget.cpu_clock - 14.5)  # 14.5 s of 60 gone
+    assert budget._exhausted(10**6) is None  # far past the old 500-iteration default
+    assert budget.left(10**6) == "0m45s CPU left"
+    assert budget.progress(10**6) == pytest.approx(14.5 / 60, abs=0.01)
+    monkeypatch.setattr(budget, "cpu_clock", budget.cpu_clock - 60.0)
+    assert budget._exhausted(10**6) == "time budget"
+    with pytest.raises(ValueError, match="iters"):
+        TrainConfig(iters=0, cpu_minutes=1.0).validate()
 
 
 def test_progress_bar_reports_the_binding_budget(tmp_path, monkeypatch):

@@ -37,6 +37,7 @@ NETWORKS = ("mlp", "set")
 DEFAULT_LR = 1e-2
 LOCAL_PRIOR_LR = 1e-3
 DIRECT_GRAD_CLIP = 1.0
+DEFAULT_ITERS = 500
 
 
 def arg(default: Any, help: str, **kwargs: Any) -> Any:
@@ -79,8 +80,9 @@ class TrainConfig:
     hjb_weight: float = arg(0.0, "weight of the HJB-residual penalty along the rollouts")
     terminal_weight: float = arg(0.0, "weight of the terminal penalty (Phi - G and its gradient "
                                  "at t = T)")
-    iters: int = arg(500, "iteration budget (the run also stops at --cpu-minutes or "
-                     "--max-minutes, whichever comes first)")
+    iters: int | None = arg(None, f"iteration budget (default: {DEFAULT_ITERS} when no time "
+                            "budget is given, else no cap, so --cpu-minutes or --max-minutes "
+                            "binds; given with a time budget, whichever comes first)")
     cpu_minutes: float | None = arg(None, "budget in CPU minutes of this process over the whole "
                                     "run, resumes included: the comparable unit on a shared "
                                     "machine")
@@ -150,7 +152,8 @@ class TrainConfig:
         one_of(self.dtype, "dtype", DTYPE_NAMES)
         one_of(self.schedule, "schedule", SCHEDULES)
         one_of(self.resume, "resume", RESUME)
-        for name in ("iters", "batch", "val_batch", "val_every", "width", "depth", "rank",
+        optional(positive_int, self.iters, "iters")
+        for name in ("batch", "val_batch", "val_every", "width", "depth", "rank",
                      "checkpoint_every", "inner_iters", "lr_patience", "prior_branches"):
             positive_int(getattr(self, name), name)
         integer(self.warmup, "warmup", 0)
@@ -206,6 +209,13 @@ class TrainConfig:
         if self.grad_clip is not None:
             return self.grad_clip
         return DIRECT_GRAD_CLIP if self.agent == "direct" else None
+
+    def iteration_budget(self) -> int | None:
+        """The iteration cap: ``iters``, else ``DEFAULT_ITERS`` for a run with no time budget,
+        else none (a time budget that a default cap cut short would silently not bind)."""
+        if self.iters is not None:
+            return self.iters
+        return DEFAULT_ITERS if self.cpu_minutes is None and self.max_minutes is None else None
 
     def budget_seconds(self) -> float | None:
         """The CPU-time budget in seconds (None: iterations only)."""

@@ -109,7 +109,7 @@ class Budget:
     def __init__(self, config: TrainConfig, iteration: int, cpu: float, wall: float,
                  world: World) -> None:
         self.world = world
-        self.iters, self.cpu_budget = config.iters, config.budget_seconds()
+        self.iters, self.cpu_budget = config.iteration_budget(), config.budget_seconds()
         self.wall_limit = None if config.max_minutes is None else 60.0 * config.max_minutes
         self.start_iteration, self.cpu0, self.wall0 = iteration, cpu, wall
         self.clock, self.cpu_clock = time.perf_counter(), time.process_time()
@@ -122,7 +122,7 @@ class Budget:
 
     def progress(self, iteration: int) -> float:
         """Fraction of the training budget used (the binding one), in [0, 1]."""
-        parts = [iteration / self.iters]
+        parts = [] if self.iters is None else [iteration / self.iters]
         if self.cpu_budget is not None:
             parts.append(self.cpu() / self.cpu_budget)
         if self.wall_limit is not None:
@@ -138,7 +138,7 @@ class Budget:
         return None
 
     def _exhausted(self, iteration: int) -> str | None:
-        if iteration >= self.iters:
+        if self.iters is not None and iteration >= self.iters:
             return "finished"
         if iteration == self.start_iteration:
             return None
@@ -161,7 +161,8 @@ class Budget:
     def left(self, iteration: int) -> str:
         """What remains of the binding budget, for the progress bar: '1m23s CPU left',
         '0m40s left' (wall clock) or '140 iterations left'."""
-        shares = [(iteration / self.iters, f"{self.iters - iteration} iterations left")]
+        shares = [] if self.iters is None else \
+            [(iteration / self.iters, f"{self.iters - iteration} iterations left")]
         if self.cpu_budget is not None:
             shares.append((self.cpu() / self.cpu_budget,
                            clock(self.cpu_budget - self.cpu()) + " CPU left"))
