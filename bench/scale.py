@@ -5,11 +5,14 @@ random-Fourier-feature interaction, seconds and peak memory, side by side in one
     python bench/scale.py --n 10000 --networks set --interactions fourier --recompute on
     python bench/scale.py --n 100 1000 --batch 8  # a subset
     python bench/scale.py --kernel                # the exact kernel alone at N = 1000
+    python bench/scale.py --n 6 --batch 50 --prior local --threads 1 --iters 6 \\
+        --interactions exact --recompute off      # the shipped swarm agents' step (N = 6)
 
 Each configuration runs in its own process (its peak RSS is its own; one that fails, e.g.
 killed for memory, is recorded under "failed"): the flat value network or the set network
-(``--networks``; ``--prior none --normalise off``: the prior and the input statistics are
-set-up, not the iteration), with and without per-step recomputation (``--recompute``:
+(``--networks``; by default ``--prior none``, no input normalisation: the prior and the input
+statistics are set-up, not the iteration; ``--prior local`` times the step as the shipped
+agents train, prior included), with and without per-step recomputation (``--recompute``:
 ``TrainConfig.recompute``, activation checkpointing), the JFB gradient, one warm-up iteration
 and ``--iters`` timed ones, each a full rollout of nt = 160 steps and its backward pass.
 ``--kernel`` times the exact interaction's value and gradient through autograd at N = 1,000:
@@ -37,7 +40,8 @@ ROOT = Path(__file__).resolve().parent
 
 
 def one_iteration(n: int, batch: int, interaction: str, features: int, iters: int,
-                  network: str = "mlp", recompute: bool = False, width: int = 96) -> dict:
+                  network: str = "mlp", recompute: bool = False, width: int = 96,
+                  prior: str = "none") -> dict:
     """Run in a child process: seconds per training iteration and peak RSS."""
     import tempfile
 
@@ -49,7 +53,8 @@ def one_iteration(n: int, batch: int, interaction: str, features: int, iters: in
         kwargs["fourier_features"] = features
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(env_id="QuadSwarm-v0", n_agents=n, problem_kwargs=kwargs,
-                             batch=batch, val_batch=1, prior="none", normalise="off",
+                             batch=batch, val_batch=1, prior=prior,
+                             normalise="off" if prior == "none" else "auto",
                              network=network, recompute=recompute, width=width, out=tmp)
         run = Trainer(config)
         run.step(1e-3)  # warm-up
@@ -59,7 +64,7 @@ def one_iteration(n: int, batch: int, interaction: str, features: int, iters: in
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"n_agents": n, "batch": batch, "network": network, "interaction": interaction,
-            "recompute": recompute, "width": width,
+            "recompute": recompute, "width": width, "prior": prior,
             "fourier_features": features if interaction == "fourier" else None,
             "seconds_per_iteration": wall / iters, "cpu_seconds_per_iteration": cpu / iters,
             "peak_rss_gb": rss / 2**30}
@@ -159,6 +164,9 @@ def main() -> int:
     parser.add_argument("--features", type=int, default=512)
     parser.add_argument("--width", type=int, default=96, help="value network width (the shipped "
                         "agents': 96)")
+    parser.add_argument("--prior", choices=["none", "local"], default="none",
+                        help="value prior (local: as the shipped agents train; built, or read "
+                        "from the prior cache, before the timing)")
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-exact", type=int, default=10000,
@@ -195,7 +203,7 @@ def main() -> int:
                             "n": n, "batch": batch, "interaction": interaction,
                             "features": args.features, "iters": args.iters,
                             "network": network, "recompute": recompute == "on",
-                            "width": args.width}))
+                            "width": args.width, "prior": args.prior}))
     failed = [r for r in runs if "error" in r]
     runs = [r for r in runs if "error" not in r]
     fits = {}
