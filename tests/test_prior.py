@@ -67,6 +67,22 @@ def test_value_is_the_least_branch_and_its_derivatives_are_exact(branches: int) 
         assert bool((one(0.53, z.detach())[0] > value.detach() + 1e-9).any())
 
 
+def test_one_time_per_state_is_each_state_at_its_own_time() -> None:
+    """The batch may carry a time per state (the tables are then gathered per sample): each
+    row must equal that state evaluated alone at its time, derivatives included."""
+    local = random_local(3)
+    z = torch.randn(7, local.n_agents * local.dim, generator=torch.Generator().manual_seed(2),
+                    dtype=F64)
+    t = torch.tensor([0.0, 0.13, 0.2, 0.5, 0.77, 0.99, 1.0], dtype=F64)
+    value, grad, rate = local(t, z, with_time=True)
+    for i in range(z.shape[0]):
+        v, g, r = local(float(t[i]), z[i:i + 1], with_time=True)
+        torch.testing.assert_close(value[i:i + 1], v, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad[i:i + 1], g, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(rate[i:i + 1], r, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(value[3], by_hand(local, 0.5, z[3:4]), atol=1e-12)
+
+
 def test_checkpoint_from_before_branches_loads() -> None:
     old = random_local(1).state_dict()
     old["group"] = old["group"][:, 0].clone()  # saved as (N,) before branches

@@ -120,7 +120,9 @@ def test_predict_interfaces_and_size_checks(tmp_path) -> None:
     assert state is None and batched.shape == (3, 8) and single.shape == (8,)
     np.testing.assert_allclose(single, batched[1], rtol=1e-6)
     expected = agent.control(0.25, torch.as_tensor(obs[:, :-1])).numpy()
-    np.testing.assert_allclose(batched, expected, rtol=1e-6)
+    # a time per row against one shared time: the prior's tables are gathered per sample or
+    # built once, the same sums in another order (float32: absolute 1e-7 on controls of O(1))
+    np.testing.assert_allclose(batched, expected, rtol=1e-6, atol=1e-6)
     per_agent = agent.predict_parallel(obs[1])
     assert list(per_agent) == ["agent_0", "agent_1"]
     np.testing.assert_allclose(np.concatenate(list(per_agent.values())), single)

@@ -86,61 +86,58 @@ class LocalValue(nn.Module):
                 "n_steps": self.n_steps, "horizon": self.horizon, "weight": self.weight,
                 "branches": self.group.shape[1]}
 
-    def _at(self, data: Tensor, idx: Tensor, k: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-        """(value at t, its change per unit w) of ``data`` (G, nt + 1, ...) for nominals ``idx``
-        (B, N[, K]) at per-sample grid index k and weight w, both (B,): shape idx.shape + ..."""
-        shape = (-1,) + (1,) * (idx.dim() - 1)
-        kk = k.view(shape)
-        lo, hi = data[idx, kk], data[idx, kk + 1]
-        w = w.view(shape + (1,) * (lo.dim() - idx.dim()))
-        return lo + w * (hi - lo), hi - lo
-
-    def _branch(self, k: Tensor, w: Tensor, z: Tensor) -> Tensor:
-        """The nominal each agent follows: the branch whose V_b is least, (B, N)."""
-        b = z.shape[0]
-        rows = self.group.unsqueeze(0).expand(b, -1, -1)
-        if self.group.shape[1] == 1:
-            return rows[..., 0]
-        with torch.no_grad():  # piecewise constant in z: no gradient flows through the choice
-            zbar = self._at(self.states, rows, k, w)[0]
-            lam = self._at(self.costates, rows, k, w)[0]
-            S = self._at(self.hessians, rows, k, w)[0]
-            vbar = self._at(self.values, rows, k, w)[0]
-            e = z.detach().view(b, self.n_agents, 1, self.dim) - self.offsets[:, None] - zbar
-            value = _quadratic(vbar, lam, S, e)[0]
-            return rows.gather(-1, value.argmin(-1, keepdim=True)).squeeze(-1)
+    def _tables(self, k: Tensor, w: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Every agent's branches' nominal (states, costates, hessians, values) at grid index k
+        and weight w, each as (value at t, change per unit w), shape (T, N, K, ...): T = 1 for a
+        time shared by the batch (the tables are then built once, not gathered per sample),
+        else T = B with k and w (B,)."""
+        rows, kk = self.group.unsqueeze(0), k.view(-1, 1, 1)
+        out = []
+        for data in (self.states, self.costates, self.hessians, self.values):
+            lo, hi = data[rows, kk], data[rows, kk + 1]
+            slope = hi - lo
+            out.append((lo + w.view((-1,) + (1,) * (lo.dim() - 1)) * slope, slope))
+        return out
 
     def forward(self, t: Time, z: Tensor, with_time: bool = False
                 ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """(V₀ (B,), ∇_zV₀ (B, n), ∂_tV₀ (B,) if ``with_time``) at (t, z)."""
+        """(V₀ (B,), ∇_zV₀ (B, n), ∂_tV₀ (B,) if ``with_time``) at (t, z).
+
+        Every branch is expanded for every agent ((B, N, K) values, the Hessians applied per
+        agent and branch, never gathered per sample) and the least kept; the choice is piecewise
+        constant in z, so no gradient flows through it."""
         b = z.shape[0]
         h = self.horizon / self.n_steps
-        t = torch.as_tensor(t, dtype=z.dtype, device=z.device).reshape(-1).expand(b)
+        t = torch.as_tensor(t, dtype=z.dtype, device=z.device).reshape(-1)
+        if t.numel() != 1:
+            t = t.expand(b)
         x = (t / h).clamp(0.0, float(self.n_steps))
         k = x.floor().long().clamp(max=self.n_steps - 1)
-        w = x - k
-        idx = self._branch(k, w, z)
-        zbar, dz = self._at(self.states, idx, k, w)
-        lam, dlam = self._at(self.costates, idx, k, w)
-        S, dS = self._at(self.hessians, idx, k, w)
-        vbar, dv = self._at(self.values, idx, k, w)
-        e = z.view(b, self.n_agents, self.dim) - self.offsets - zbar
-        value, Se = _quadratic(vbar, lam, S, e)
-        value = self.weight * value.sum(-1)
-        grad = (self.weight * (lam + Se)).reshape(z.shape)
+        (zbar, dz), (lam, dlam), (S, dS), (vbar, dv) = self._tables(k, x - k)
+        e = z.view(b, self.n_agents, 1, self.dim) - self.offsets[:, None] - zbar  # (B, N, K, d)
+        Se = _matvec(S, e)
+        value = vbar + (lam * e).sum(-1) + 0.5 * (e * Se).sum(-1)  # (B, N, K)
+        pick = value.detach().argmin(-1, keepdim=True)  # (B, N, 1): each agent's branch
+
+        def chosen(per_branch: Tensor) -> Tensor:  # (B, N, K[, d]) -> (B, N[, d])
+            if per_branch.dim() == 3:
+                return per_branch.gather(-1, pick).squeeze(-1)
+            return per_branch.gather(-2, pick.unsqueeze(-1).expand(*pick.shape, self.dim)
+                                     ).squeeze(-2)
+
+        grad = (self.weight * chosen(lam + Se)).reshape(z.shape)
+        value = self.weight * chosen(value).sum(-1)
         if not with_time:
             return value, grad, None
         de = -dz  # e moves against the nominal state
-        dS_e = (dS @ e.unsqueeze(-1)).squeeze(-1)
-        rate = dv + (dlam * e).sum(-1) + (lam * de).sum(-1) + 0.5 * (e * dS_e).sum(-1) \
+        rate = dv + (dlam * e).sum(-1) + (lam * de).sum(-1) + 0.5 * (e * _matvec(dS, e)).sum(-1) \
             + (de * Se).sum(-1)
-        return value, grad, self.weight * rate.sum(-1) / h
+        return value, grad, self.weight * chosen(rate).sum(-1) / h
 
 
-def _quadratic(vbar: Tensor, lam: Tensor, S: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
-    """(V̄ + λᵀe + ½ eᵀSe, Se) over the last axis of e."""
-    Se = (S @ e.unsqueeze(-1)).squeeze(-1)
-    return vbar + (lam * e).sum(-1) + 0.5 * (e * Se).sum(-1), Se
+def _matvec(S: Tensor, e: Tensor) -> Tensor:
+    """S e over the last axis: S (T, N, K, d, d) applied to e (B, N, K, d), T = 1 or B."""
+    return torch.einsum("...ij,...j->...i", S, e)
 
 
 def nominal_starts(problem: ControlProblem, generator: torch.Generator | None = None) -> Tensor:
