@@ -52,6 +52,25 @@ def test_costate_and_time_derivative_are_the_gradient_of_phi(prior):
     assert float(dz.detach().abs().max()) > 1e-3  # the check is not vacuous
 
 
+def test_the_costate_differentiates_in_the_weights_as_autograd_of_autograd():
+    """Training differentiates the explicit sweep once: its weight gradient must be the one a
+    double backward through ``autograd.grad`` gives."""
+    agent = set_agent(3)
+    net, z = agent.network, states(agent)
+    t = torch.linspace(0.1, 0.9, z.shape[0], dtype=F64)
+    weights = torch.randn(z.shape, dtype=F64, generator=torch.Generator().manual_seed(2))
+    params = list(net.parameters())
+    _, dz, dt = net.derivatives(t, z, with_time=True)
+    ours = torch.autograd.grad((weights * dz).sum() + dt.sum(), params, materialize_grads=True)
+    zz, tt = z.clone().requires_grad_(), t.clone().requires_grad_()
+    gz, gt = torch.autograd.grad(net(tt, zz).sum(), (zz, tt), create_graph=True)
+    reference = torch.autograd.grad((weights * gz).sum() + gt.sum(), params,
+                                    materialize_grads=True)  # output biases: zero
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert max(float(a.abs().max()) for a in ours) > 1e-3
+
+
 def test_value_is_permutation_invariant_and_costate_equivariant():
     agent = set_agent(4)
     z, t = states(agent), 0.4

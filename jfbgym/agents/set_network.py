@@ -10,8 +10,11 @@ layers, so Φ starts as the prior V₀ (the lifted local expansion, whose size d
 N either). The means make Φ permutation invariant and of the same scale at every N (the
 problems' costs are averages over agents).
 
-The costate ∇_zΦ comes from autograd (``create_graph`` while training): O(N) per sample, as
-every term is a mean over agents. ``relift(problem)`` moves the network to a problem with
+The costate ∇_zΦ is written out as a reverse sweep through φ, ρ and ψ in plain torch ops
+(``tanh_mlp_vjp``), as the flat network's is, so training differentiates it once instead of
+running a double backward through ``autograd.grad``: no faster eager (measured), but
+``torch.compile`` cannot differentiate a double backward, and ``JFBAgent.compile`` needs this.
+O(N) per sample, as every term is a mean over agents. ``relift(problem)`` moves the network to a problem with
 another N (shared targets: the prior's single nominal trajectory serves every agent).
 """
 
@@ -39,6 +42,21 @@ def mlp(sizes: list[int], dtype: torch.dtype, device: torch.device | str) -> nn.
     nn.init.zeros_(net[-1].weight)
     nn.init.zeros_(net[-1].bias)
     return net
+
+
+def tanh_mlp_vjp(net: nn.Sequential, x: Tensor, grad_out: Tensor) -> tuple[Tensor, Tensor]:
+    """(net(x), grad_outᵀ ∂net/∂x) for an ``mlp`` (Linear, Tanh, ..., Linear) by one forward
+    and one explicit reverse sweep, differentiable in the weights."""
+    linears = [layer for layer in net if isinstance(layer, nn.Linear)]
+    hidden = []
+    for layer in linears[:-1]:
+        x = torch.tanh(layer(x))
+        hidden.append(x)
+    out = linears[-1](x)
+    g = grad_out @ linears[-1].weight
+    for layer, h in zip(reversed(linears[:-1]), reversed(hidden)):
+        g = (g * (1.0 - h * h)) @ layer.weight
+    return out, g
 
 
 def agent_offsets(problem: ControlProblem) -> Tensor:
@@ -106,23 +124,43 @@ class SetValueNetwork(nn.Module):
         check_states(z, self.state_dim)
         return z.view(z.shape[0], self.n_agents, self.agent_dim) - self.offsets
 
-    def correction(self, t: Tensor, z: Tensor) -> Tensor:
-        """(1/N) Σ_i φ(s_i, m) + ρ(t, m), shape (B,); ``t`` a (B,) tensor."""
+    def _inputs(self, t: Tensor, z: Tensor) -> Tensor:
+        """s (B, N, d + 1): each agent's normalised (state in its own frame, t)."""
         e = self.frames(z)
         b, n = e.shape[:2]
-        tt = t.reshape(b, 1, 1).expand(b, n, 1)
-        s = (torch.cat([e, tt], dim=-1) - self.shift) / self.scale
+        return (torch.cat([e, t.reshape(b, 1, 1).expand(b, n, 1)], dim=-1) - self.shift) \
+            / self.scale
+
+    def correction(self, t: Tensor, z: Tensor) -> Tensor:
+        """(1/N) Σ_i φ(s_i, m) + ρ(t, m), shape (B,); ``t`` a (B,) tensor."""
+        s = self._inputs(t, z)
         m = self.embed(s).mean(1)  # (B, context)
-        per_agent = self.phi(torch.cat([s, m.unsqueeze(1).expand(b, n, -1)], dim=-1))
+        per_agent = self.phi(torch.cat([s, m.unsqueeze(1).expand(-1, s.shape[1], -1)], dim=-1))
         pooled = self.rho(torch.cat([m, s[:, 0, -1:]], dim=-1))
         return per_agent.squeeze(-1).mean(1) + pooled.squeeze(-1)
 
-    def _times(self, t: Time, z: Tensor) -> Tensor:
-        return batch_times(t, z).clone()
+    def _gradient(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(correction (B,), its ∂/∂z (B, n), ∂/∂t (B,)) by the explicit reverse sweep."""
+        s = self._inputs(t, z)
+        b, n, d = s.shape
+        hidden = torch.tanh(self.embed[0](s))  # ψ = embed[2](tanh(embed[0](s)))
+        m = self.embed[2](hidden).mean(1)
+        x = torch.cat([s, m.unsqueeze(1).expand(b, n, -1)], dim=-1)
+        per_agent, g_phi = tanh_mlp_vjp(self.phi, x, s.new_full((b, n, 1), 1.0 / n))
+        pooled, g_rho = tanh_mlp_vjp(self.rho, torch.cat([m, s[:, 0, -1:]], dim=-1),
+                                     s.new_ones(b, 1))
+        g_m = g_phi[..., d:].sum(1) + g_rho[:, :-1]  # (B, context)
+        g_hidden = (g_m / n) @ self.embed[2].weight  # the same for every agent: m is a mean
+        g_s = g_phi[..., :d] + (g_hidden.unsqueeze(1) * (1.0 - hidden * hidden)) \
+            @ self.embed[0].weight
+        g_s = g_s / self.scale
+        value = per_agent.squeeze(-1).mean(1) + pooled.squeeze(-1)
+        dt = g_s[..., -1].sum(1) + g_rho[:, -1] / self.scale[-1]
+        return value, g_s[..., :-1].reshape(b, -1), dt
 
     def forward(self, t: Time, z: Tensor) -> Tensor:
         """Φ(t, z), shape (B,)."""
-        value = self.value_scale * self.correction(self._times(t, z), z)
+        value = self.value_scale * self.correction(batch_times(t, z), z)
         if self.local is not None:
             value = value + self.local(t, z)[0]
         return value
@@ -133,25 +171,15 @@ class SetValueNetwork(nn.Module):
 
     def derivatives(self, t: Time, z: Tensor, with_time: bool = False
                     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """(Φ (B,), ∇_zΦ (B, n), ∂_tΦ (B,) if ``with_time``), the correction's by autograd."""
-        training = torch.is_grad_enabled()
-        tt = self._times(t, z)
-        with torch.enable_grad():
-            zz = z.detach().requires_grad_() if not z.requires_grad else z
-            tt = tt.detach().requires_grad_(with_time)
-            corr = self.value_scale * self.correction(tt, zz)
-            inputs = (zz, tt) if with_time else (zz,)
-            grads = torch.autograd.grad(corr.sum(), inputs, create_graph=training)
-        value, dz = corr, grads[0]
-        dt = grads[1] if with_time else None
-        if not training:
-            value, dz = value.detach(), dz.detach()
-            dt = None if dt is None else dt.detach()
+        """(Φ (B,), ∇_zΦ (B, n), ∂_tΦ (B,) if ``with_time``) from one sweep."""
+        c = self.value_scale
+        corr, dz, dt = self._gradient(batch_times(t, z), z)
+        value, dz, dt = c * corr, c * dz, c * dt
         if self.local is not None:
             V, dV, dtV = self.local(t, z, with_time)
             value, dz = V + value, dV + dz
-            dt = dt + dtV if with_time and dt is not None else dt
-        return value, dz, dt
+            dt = dt + dtV if with_time else dt
+        return value, dz, dt if with_time else None
 
     def relift(self, problem: ControlProblem) -> SetValueNetwork:
         """This network (a copy, same weights) for ``problem``, which may have another N."""
