@@ -6,15 +6,17 @@ random-Fourier-feature interaction, seconds and peak memory, side by side in one
     python bench/scale.py --n 100 1000 --batch 8  # a subset
     python bench/scale.py --kernel                # the exact kernel alone at N = 1000
     python bench/scale.py --n 6 --batch 50 --prior local --threads 1 --iters 6 \\
-        --interactions exact --recompute off      # the shipped swarm agents' step (N = 6)
+        --interactions exact --recompute off --compile off on   # the shipped agents' step
 
 Each configuration runs in its own process (its peak RSS is its own; one that fails, e.g.
 killed for memory, is recorded under "failed"): the flat value network or the set network
 (``--networks``; by default ``--prior none``, no input normalisation: the prior and the input
 statistics are set-up, not the iteration; ``--prior local`` times the step as the shipped
 agents train, prior included), with and without per-step recomputation (``--recompute``:
-``TrainConfig.recompute``, activation checkpointing), the JFB gradient, one warm-up iteration
-and ``--iters`` timed ones, each a full rollout of nt = 160 steps and its backward pass.
+``TrainConfig.recompute``, activation checkpointing), eager or with the costate compiled
+(``--compile``: ``TrainConfig.compile``), the JFB gradient, one warm-up iteration (it also
+compiles) and ``--iters`` timed ones, each a full rollout of nt = 160 steps and its backward
+pass.
 ``--kernel`` times the exact interaction's value and gradient through autograd at N = 1,000:
 the blocked kernel with its saved gradient
 (``interaction``) against the whole-kernel autograd graph it replaced (``_kernel``). The batch
@@ -41,7 +43,7 @@ ROOT = Path(__file__).resolve().parent
 
 def one_iteration(n: int, batch: int, interaction: str, features: int, iters: int,
                   network: str = "mlp", recompute: bool = False, width: int = 96,
-                  prior: str = "none") -> dict:
+                  prior: str = "none", compile: bool = False) -> dict:
     """Run in a child process: seconds per training iteration and peak RSS."""
     import tempfile
 
@@ -55,16 +57,17 @@ def one_iteration(n: int, batch: int, interaction: str, features: int, iters: in
         config = TrainConfig(env_id="QuadSwarm-v0", n_agents=n, problem_kwargs=kwargs,
                              batch=batch, val_batch=1, prior=prior,
                              normalise="off" if prior == "none" else "auto",
-                             network=network, recompute=recompute, width=width, out=tmp)
+                             network=network, recompute=recompute, width=width,
+                             compile=compile, out=tmp)
         run = Trainer(config)
-        run.step(1e-3)  # warm-up
+        run.step(1e-3)  # warm-up (and compilation)
         cpu, wall = time.process_time(), time.perf_counter()
         for _ in range(iters):
             assert run.step(1e-3) is not None
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"n_agents": n, "batch": batch, "network": network, "interaction": interaction,
-            "recompute": recompute, "width": width, "prior": prior,
+            "recompute": recompute, "width": width, "prior": prior, "compile": compile,
             "fourier_features": features if interaction == "fourier" else None,
             "seconds_per_iteration": wall / iters, "cpu_seconds_per_iteration": cpu / iters,
             "peak_rss_gb": rss / 2**30}
@@ -131,12 +134,13 @@ def plot(runs: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     def key(r: dict) -> tuple:
-        return r["network"], r["interaction"], r.get("recompute", False)
+        return r["network"], r["interaction"], r.get("recompute", False), r.get("compile", False)
 
     for config in sorted({key(r) for r in runs}):
         rows = sorted((r for r in runs if key(r) == config), key=lambda r: r["n_agents"])
         ns = [r["n_agents"] for r in rows]
-        label = f"{config[0]}, {config[1]}" + (", recompute" if config[2] else "")
+        label = f"{config[0]}, {config[1]}" + (", recompute" if config[2] else "") \
+            + (", compiled" if config[3] else "")
         for ax, field in zip(axes, ("seconds_per_iteration", "peak_rss_gb")):
             ax.loglog(ns, [r[field] for r in rows], "o-" if config[2] else "s--", label=label)
     for ax, label in zip(axes, ("seconds per training iteration", "peak RSS (GB)")):
@@ -167,6 +171,8 @@ def main() -> int:
     parser.add_argument("--prior", choices=["none", "local"], default="none",
                         help="value prior (local: as the shipped agents train; built, or read "
                         "from the prior cache, before the timing)")
+    parser.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off"],
+                        help="TrainConfig.compile: the costate through torch.compile")
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-exact", type=int, default=10000,
@@ -199,22 +205,26 @@ def main() -> int:
                     continue
                 for network in args.networks:
                     for recompute in args.recompute:
-                        runs.append(child(args, {
-                            "n": n, "batch": batch, "interaction": interaction,
-                            "features": args.features, "iters": args.iters,
-                            "network": network, "recompute": recompute == "on",
-                            "width": args.width, "prior": args.prior}))
+                        for compiled in args.compile:
+                            runs.append(child(args, {
+                                "n": n, "batch": batch, "interaction": interaction,
+                                "features": args.features, "iters": args.iters,
+                                "network": network, "recompute": recompute == "on",
+                                "width": args.width, "prior": args.prior,
+                                "compile": compiled == "on"}))
     failed = [r for r in runs if "error" in r]
     runs = [r for r in runs if "error" not in r]
     fits = {}
     for network in args.networks:
         for kind in args.interactions:
             for recompute in args.recompute:
-                rows = [r for r in runs if r["interaction"] == kind and r["network"] == network
-                        and r["recompute"] == (recompute == "on")]
-                fits[f"{network}, {kind}, recompute {recompute}"] = {
-                    "time per state": exponent(rows, "seconds_per_state"),
-                    "memory": exponent(rows, "peak_rss_gb")}
+                for compiled in args.compile:
+                    rows = [r for r in runs if r["interaction"] == kind
+                            and r["network"] == network and r["recompute"] == (recompute == "on")
+                            and r["compile"] == (compiled == "on")]
+                    fits[f"{network}, {kind}, recompute {recompute}, compile {compiled}"] = {
+                        "time per state": exponent(rows, "seconds_per_state"),
+                        "memory": exponent(rows, "peak_rss_gb")}
     result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "threads": args.threads, "runs": runs, "failed": failed, "kernel": kernels,
               "exponents_in_n": fits, "note": "batch shrinks with N (see each run): time "

@@ -92,6 +92,7 @@ class JFBAgent(Agent):
         require(network.state_dim == problem.state_dim, "network",
                 f"a value network for state_dim {problem.state_dim}", network.state_dim)
         self.solver = solver
+        self._compiled: Any = None  # ``compile()``: the costate through torch.compile
         self.prior = network.composition if network.composition != "relative" else "problem"
         if self.prior == "additive":
             self.prior = "local"
@@ -191,7 +192,25 @@ class JFBAgent(Agent):
     # ----------------------------------------------------------------- control
     def costate(self, t: Time, z: Tensor) -> Tensor:
         """p = ∇_zΦ_θ(t, z) (computed once per time step by every caller)."""
-        return self.network.grad_z(t, z)
+        if self._compiled is None:
+            return self.network.grad_z(t, z)
+        try:  # t as a tensor: a Python float would be a constant, recompiled every step
+            return self._compiled(torch.as_tensor(t, dtype=z.dtype, device=z.device), z)
+        except Exception as err:  # noqa: BLE001 - compilation failures have no common type
+            p = self.network.grad_z(t, z)  # bad input raises its own error here
+            warnings.warn(f"torch.compile of the costate failed ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}); it runs eagerly "
+                          "from now on", RuntimeWarning, stacklevel=2)
+            self._compiled = None
+            return p
+
+    def compile(self) -> JFBAgent:
+        """Run the costate (value network and prior: most of a step's framework overhead)
+        through ``torch.compile``; where compilation fails (no C++ compiler, an unsupported
+        platform) it warns once and stays eager. The first calls at each batch size and grad
+        mode compile (seconds each). Returns the agent."""
+        self._compiled = torch.compile(self.network.grad_z)
+        return self
 
     def feedback(self, grad: str | None = None, log: InnerLog | None = None,
                  recompute: bool = False):

@@ -115,6 +115,10 @@ class TrainConfig:
                           "its value-network graph in the backward pass (activation "
                           "checkpointing): memory of one step instead of all nt, for swarms "
                           "of thousands; measured in bench/scale.py")
+    compile: bool = arg(False, "run the costate (value network and prior) through "
+                        "torch.compile: measured on QuadSwarm-v0, one thread, a step 17-25% "
+                        "cheaper after a first step of 5-8 CPU-s compiling (bench/scale.py "
+                        "--compile off on); stays eager, with a warning, where compilation fails")
     seed: int = arg(0, "seed of weights, minibatches and validation states")
     dtype: str = arg("float32", "float32 or float64")
     device: str = arg("cpu", "torch device, e.g. cpu or cuda")
@@ -168,7 +172,7 @@ class TrainConfig:
         if self.agent == "direct":
             jfb_only = {"grad": "jfb", "solver": "newton", "alpha": None, "prior": "auto",
                         "prior_branches": 4,
-                        "network": "mlp", "recompute": False,
+                        "network": "mlp", "recompute": False, "compile": False,
                         "costate_weight": 0.0, "hjb_weight": 0.0, "terminal_weight": 0.0}
             for name, default in jfb_only.items():
                 require(getattr(self, name) == default, name,
@@ -178,7 +182,7 @@ class TrainConfig:
         optional(positive_float, self.max_minutes, "max_minutes")
         require(isinstance(self.device, str) and self.device != "", "device",
                 "a torch device name such as 'cpu'", self.device)
-        for name in ("tensorboard", "recompute"):
+        for name in ("tensorboard", "recompute", "compile"):
             require(isinstance(getattr(self, name), bool), name, "True or False",
                     getattr(self, name))
         require(not (self.recompute and self.grad == "unrolled"), "recompute",

@@ -185,11 +185,12 @@ def make_agent(config: TrainConfig) -> Agent:
                                  DTYPES[config.dtype], config.device,
                                  normalise=config.normalise != "off", seed=config.seed)
     solver = SolverOptions(config.solver, config.alpha, config.inner_iters, config.inner_tol)
-    return JFBAgent.build(config.env_id, config.env_kwargs(), config.width, config.depth,
-                          config.rank, solver, DTYPES[config.dtype], config.device,
-                          prior=config.prior, normalise=config.normalise, seed=config.seed,
-                          network=config.network, context=config.context,
-                          prior_branches=config.prior_branches)
+    agent = JFBAgent.build(config.env_id, config.env_kwargs(), config.width, config.depth,
+                           config.rank, solver, DTYPES[config.dtype], config.device,
+                           prior=config.prior, normalise=config.normalise, seed=config.seed,
+                           network=config.network, context=config.context,
+                           prior_branches=config.prior_branches)
+    return agent.compile() if config.compile else agent
 
 
 def run_config(config: TrainConfig, agent: Agent) -> dict:
