@@ -14,7 +14,7 @@ default α_int, this measures:
   the share of it the swarm's shared control cost saves them;
 * lifted prior alone, and the shipped agent (default α_int only: it was trained there).
 
-    python bench/coupling.py                   # 20 states, about 2-3 CPU-minutes
+    python bench/coupling.py                   # 20 states, 2-5 CPU-minutes (5 with an empty prior cache)
     python bench/coupling.py --quick           # smoke run
 
 Writes ``bench/results/coupling.json`` (``--out``); one torch thread.
