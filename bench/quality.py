@@ -55,6 +55,7 @@ VARIANTS = {  # name -> TrainConfig overrides on top of the library's defaults
     "terminal": {"terminal_weight": 1.0},
     "implicit": {"grad": "implicit"},
     "plateau": {"schedule": "plateau"},
+    "compile": {"compile": True},
 }
 
 
@@ -140,13 +141,15 @@ def plot(results: dict, path: Path) -> None:
     fig = agg_figure(7.5, 4.6)
     ax = fig.add_subplot()
     for label, env in results["envs"].items():
-        runs = [r for r in env["runs"] if r["variant"] == "default"]
-        if not runs:
-            continue
-        run = max(runs, key=lambda r: r["cpu_minutes"])
-        pts = [(c, max(g, 1e-5)) for c, _, g in run["curve"]]
-        if pts:
-            ax.plot(*zip(*pts), marker=".", label=f"{label} (final {100 * run['gap']:.2f}%)")
+        # one curve per env (its default recipe); a run without it shows each variant's
+        variants = {r["variant"] for r in env["runs"]}
+        for variant in ["default"] if "default" in variants else sorted(variants):
+            run = max((r for r in env["runs"] if r["variant"] == variant),
+                      key=lambda r: r["cpu_minutes"])
+            pts = [(c, max(g, 1e-5)) for c, _, g in run["curve"]]
+            name = label if variant == "default" else f"{label}, {variant}"
+            if pts:
+                ax.plot(*zip(*pts), marker=".", label=f"{name} (final {100 * run['gap']:.2f}%)")
     ax.set_yscale("log")
     ax.set_xlabel("training CPU seconds (one thread)")
     ax.set_ylabel("gap (J − J*)/|J*| on 100 held-out states")
