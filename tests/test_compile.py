@@ -14,13 +14,6 @@ from jfbgym.agents.config import TrainConfig
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def small_agent(network: str) -> JFBAgent:
     torch.manual_seed(0)

@@ -15,13 +15,6 @@ from jfbgym.agents.trainer import train
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def set_agent(n_agents: int = 4, prior: str = "none") -> JFBAgent:
     torch.manual_seed(0)

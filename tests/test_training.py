@@ -17,14 +17,6 @@ from jfbgym.agents.trainer import train
 from jfbgym.cli.train import add_arguments, config_from_args
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPU is shared: one thread is faster and steadier here
-    yield
-    torch.set_num_threads(threads)
-
-
 def lq_config(tmp_path, **overrides) -> TrainConfig:
     settings = {"env_id": "LinearQuadratic-v0", "iters": 200, "batch": 32, "val_batch": 64,
                 "width": 16, "depth": 3, "rank": 4, "lr": 3e-2, "seed": 0,
