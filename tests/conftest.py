@@ -6,20 +6,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # hide a change in how they are built.
 os.environ["JFBGYM_CACHE_DIR"] = tempfile.mkdtemp(prefix="jfbgym-test-cache-")
 
-import pytest
 import torch
 
 # One intra-op thread: the test workloads are small batched ops that gain nothing from more,
 # results do not depend on the machine's core count, and oversubscribed cores (CI beside other
 # jobs) made two-thread BLAS spin up to 100x slower here.
 torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Every test starts on one thread (a test that trains with ``threads=2`` changes the
-    process's count) and leaves the count as it found it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

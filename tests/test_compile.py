@@ -14,7 +14,6 @@ from jfbgym.agents.config import TrainConfig
 F64 = torch.float64
 
 
-
 def small_agent(network: str) -> JFBAgent:
     torch.manual_seed(0)
     agent = JFBAgent.build("QuadSwarm-v0", {"n_agents": 2, "n_steps": 6}, width=8, depth=2,

@@ -15,7 +15,6 @@ from jfbgym.agents.trainer import train
 F64 = torch.float64
 
 
-
 def set_agent(n_agents: int = 4, prior: str = "none") -> JFBAgent:
     torch.manual_seed(0)
     agent = JFBAgent.build("QuadSwarm-v0", {"n_agents": n_agents}, width=16, depth=2,
