@@ -26,6 +26,15 @@ def test_bad_input_is_one_error_line_naming_the_argument(tmp_path, capsys):
     assert err.count("\n") == 1 and "run directory" in err
 
 
+@pytest.mark.parametrize("text", ["abc", "nan", "inf"])
+def test_a_bad_number_flag_says_what_was_expected(text, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "LinearQuadratic-v0", "--cpu-minutes", text])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --cpu-minutes: expected a finite number, got '{text}'" in err
+
+
 def test_module_entry_point_lists_commands():
     out = subprocess.run([sys.executable, "-m", "jfbgym", "--help"], capture_output=True,
                          text=True, check=True).stdout

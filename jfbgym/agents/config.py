@@ -7,14 +7,12 @@ values before anything heavy is imported (``jfbgym train --help`` answers at onc
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from jfbgym.validation import (
     finite_float,
     integer,
-    is_number,
     one_of,
     optional,
     output_dir,
@@ -235,10 +233,3 @@ class TrainConfig:
         unknown = sorted(set(values) - names)
         require(not unknown, "config", f"keys among {sorted(names)}", unknown)
         return cls(**values)
-
-
-def parse_number(text: str) -> float:
-    """A float from the command line, refusing nan/inf with a clear message."""
-    value = float(text)
-    require(is_number(value) and math.isfinite(value), "value", "a finite number", text)
-    return value

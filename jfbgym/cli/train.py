@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import typing
 
@@ -19,12 +20,23 @@ from jfbgym.agents.config import (
     SCHEDULES,
     SOLVER_NAMES,
     TrainConfig,
-    parse_number,
 )
 
 CHOICES = {"grad": GRAD_MODE_NAMES, "solver": SOLVER_NAMES, "dtype": DTYPE_NAMES,
            "resume": RESUME, "schedule": SCHEDULES, "prior": PRIORS, "normalise": NORMALISE,
            "agent": AGENT_KINDS, "network": NETWORKS}
+
+
+def finite_number(text: str) -> float:
+    """A float flag. argparse shows a ValueError as "invalid <function name> value" and drops
+    its reason, so non-numbers, nan and inf raise ArgumentTypeError, which it shows."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def json_object(text: str) -> dict:
@@ -60,7 +72,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
                                 choices=RESUME, help=help_text)
         else:
             kind = next(a for a in typing.get_args(hint) or (hint,) if a is not type(None))
-            kind = parse_number if kind is float else kind
+            kind = finite_number if kind is float else kind
             parser.add_argument(flag, type=kind, default=default, choices=CHOICES.get(f.name),
                                 help=help_text)
 
