@@ -103,6 +103,55 @@ def positive_float(value: object, name: str) -> float:
     return finite_float(value, name, 0.0, strict=True)
 
 
+# Sizes a run may ask for: beyond them a request is a typo or an attack, refused before any
+# allocation (a width of 10⁶ or a depth of 10⁷ otherwise ends in the allocator or a hang).
+MAX_WIDTH = 2**16
+MAX_DEPTH = 1024
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64 bits
+MAX_LR = 1e3  # Adam moves each weight by about lr a step: far beyond any useful rate, below overflow
+THREADS_PER_CORE = 4
+
+
+def seed(value: object, name: str = "seed") -> int:
+    """A seed: an integer in [0, 2⁶⁴ − 1] (the same range for every env, agent and command)."""
+    return integer(value, name, 0, MAX_SEED)
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def threads(value: object, name: str = "threads") -> int:
+    """A torch thread count: at least 1, at most ``THREADS_PER_CORE`` per CPU of this machine
+    (more only oversubscribes the cores; 10⁵ threads crash torch's pool)."""
+    return integer(value, name, 1, THREADS_PER_CORE * cpu_count())
+
+
+def layers(width: object, depth: object, inputs: int, bytes_per_value: int = 4,
+           prefix: str = "") -> tuple[int, int]:
+    """(width, depth) of a network on ``inputs`` features: width in [1, ``MAX_WIDTH``], depth in
+    [1, ``MAX_DEPTH``], and its weights with Adam's two moments within the memory."""
+    w = integer(width, prefix + "width", 1, MAX_WIDTH)
+    d = integer(depth, prefix + "depth", 1, MAX_DEPTH)
+    require_memory(4 * bytes_per_value * w * (inputs + 2 + d * (w + 1)), prefix + "width",
+                   f"a network of width {w} and depth {d} with its optimiser state")
+    return w, d
+
+
+def agent_count(value: object, name: str, values_per_agent: int) -> int:
+    """A number of agents, refused at once where one time step of one sample would not fit
+    (before any per-agent list or tensor is built)."""
+    n = positive_int(value, name)
+    require_memory(8 * 32 * values_per_agent * n, name, f"one time step of {n} agents")
+    return n
+
+
 def optional(check: Any, value: object, name: str, *args: Any) -> Any:
     """``None`` passes through; anything else goes through ``check(value, name, *args)``."""
     return None if value is None else check(value, name, *args)

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jfbgym.validation import (
+    MAX_DEPTH,
+    MAX_LR,
+    MAX_WIDTH,
     finite_float,
     integer,
     one_of,
@@ -19,6 +22,7 @@ from jfbgym.validation import (
     positive_float,
     positive_int,
     require,
+    seed,
 )
 
 # The registries' names, for argument checks without torch (the registries in
@@ -36,6 +40,7 @@ DEFAULT_LR = 1e-2
 LOCAL_PRIOR_LR = 1e-3
 DIRECT_GRAD_CLIP = 1.0
 DEFAULT_ITERS = 500
+MAX_COUNT = 2**31 - 1  # iterations, batches, periods: a C int, as torch's sizes need
 
 
 def arg(default: Any, help: str, **kwargs: Any) -> Any:
@@ -139,9 +144,12 @@ class TrainConfig:
         optional(positive_int, self.n_agents, "n_agents")
         require(isinstance(self.problem_kwargs, dict), "problem_kwargs", "a dict (JSON object)",
                 self.problem_kwargs)
+        for key in ("dtype", "device"):  # set by their own settings
+            require(key not in self.problem_kwargs, "problem_kwargs",
+                    f"no {key!r} (set it with its own setting, --{key})",
+                    sorted(self.problem_kwargs))
         one_of(self.agent, "agent", AGENT_KINDS)
         one_of(self.network, "network", NETWORKS)
-        positive_int(self.context, "context")
         one_of(self.grad, "grad", GRAD_MODE_NAMES)
         one_of(self.solver, "solver", SOLVER_NAMES)
         require(not (self.grad == "unrolled" and self.solver != "gradient"), "solver",
@@ -154,14 +162,17 @@ class TrainConfig:
         one_of(self.dtype, "dtype", DTYPE_NAMES)
         one_of(self.schedule, "schedule", SCHEDULES)
         one_of(self.resume, "resume", RESUME)
-        optional(positive_int, self.iters, "iters")
-        for name in ("batch", "val_batch", "val_every", "width", "depth", "rank",
-                     "checkpoint_every", "inner_iters", "lr_patience", "prior_branches"):
-            positive_int(getattr(self, name), name)
-        integer(self.warmup, "warmup", 0)
-        integer(self.seed, "seed", 0)
-        require(self.depth >= 2, "depth", "an integer >= 2", self.depth)
-        optional(positive_float, self.lr, "lr")
+        optional(integer, self.iters, "iters", 1, MAX_COUNT)
+        for name in ("batch", "val_batch", "val_every", "checkpoint_every", "inner_iters",
+                     "lr_patience"):
+            integer(getattr(self, name), name, 1, MAX_COUNT)
+        for name in ("width", "rank", "context"):
+            integer(getattr(self, name), name, 1, MAX_WIDTH)
+        integer(self.depth, "depth", 2, MAX_DEPTH)
+        integer(self.prior_branches, "prior_branches", 1, 64)
+        integer(self.warmup, "warmup", 0, MAX_COUNT)
+        seed(self.seed)
+        optional(finite_float, self.lr, "lr", 0.0, True, MAX_LR)
         optional(positive_float, self.grad_clip, "grad_clip")
         for name in ("costate_weight", "hjb_weight", "terminal_weight"):
             finite_float(getattr(self, name), name, 0.0)

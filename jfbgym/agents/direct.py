@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jfbgym.problems import problem_for_env
+from jfbgym.problems import problem_for_env, problem_overrides
 from jfbgym.problems.base import ControlProblem, Time, Trajectory
-from jfbgym.validation import positive_int, require
+from jfbgym.validation import layers, positive_int, require
 
 from .network import copy_normalisation, normalised_inputs
 from .policy import Agent, visited_state_normalisation
@@ -40,7 +40,8 @@ class PolicyNetwork(nn.Module):
                  depth: int = 3) -> None:
         super().__init__()
         self.state_dim = positive_int(state_dim, "state_dim")
-        self.width, self.depth = positive_int(width, "width"), positive_int(depth, "depth")
+        self.width, self.depth = layers(width, depth, state_dim + 1,
+                                        torch.finfo(centre.dtype).bits // 8)
         kw = {"dtype": centre.dtype, "device": centre.device}
         sizes = [state_dim + 1] + [width] * depth
         self.hidden = nn.ModuleList(nn.Linear(a, b, **kw) for a, b in pairwise(sizes))
@@ -85,7 +86,7 @@ class DirectAgent(Agent):
               seed: int = 0) -> DirectAgent:
         """A fresh agent (weights from the global torch RNG) whose inputs are normalised by the
         states its initial policy, the nominal control, visits."""
-        problem = problem_for_env(env_id, dtype=dtype, device=device, **dict(env_kwargs or {}))
+        problem = problem_for_env(env_id, dtype=dtype, device=device, **problem_overrides(env_kwargs or {}, "env_kwargs"))
         agent = cls._assemble(problem, width, depth, env_id, env_kwargs)
         if normalise:
             shift, scale, _ = visited_state_normalisation(agent, seed=seed)
@@ -110,9 +111,8 @@ class DirectAgent(Agent):
         return cls._assemble(problem, net["width"], net["depth"], cfg["env_id"],
                              cfg["env_kwargs"])
 
-    def control(self, t: Time, z: Tensor, grad: bool = False) -> Tensor:
-        """u = π_θ(t, z), batched (a feedback law for ``problem.rollout``)."""
-        self.problem.check_batch(z, "z", self.problem.state_dim)
+    def _control(self, t: Tensor, z: Tensor, grad: bool) -> Tensor:
+        """u = π_θ(t, z), batched."""
         with torch.set_grad_enabled(grad):
             return self.network(t, z)
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from jfbgym.validation import positive_float, positive_int, require
+from jfbgym.validation import MAX_WIDTH, integer, layers, positive_float, positive_int, require
 
 from .prior import LocalValue
 
@@ -107,10 +107,10 @@ class ValueNetwork(nn.Module):
         self.prior = prior
         self.local = local
         self.state_dim = positive_int(state_dim, "state_dim")
-        self.width = positive_int(width, "width")
-        self.depth = positive_int(depth, "depth")
+        self.width, self.depth = layers(width, depth, state_dim + 1,
+                                        torch.finfo(dtype).bits // 8)
         require(self.depth >= 2, "depth", "an integer >= 2 (opening layer + ResNet layers)", depth)
-        self.rank = min(positive_int(rank, "rank"), state_dim + 1)
+        self.rank = min(integer(rank, "rank", 1, MAX_WIDTH), state_dim + 1)
         d = state_dim + 1
         kw = {"dtype": dtype, "device": device}
         self.opening = nn.Linear(d, width, **kw)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from jfbgym.problems.base import ControlProblem, Time
-from jfbgym.validation import positive_int, require
+from jfbgym.validation import MAX_WIDTH, integer, layers, positive_int, require
 
 from .network import batch_times, check_states, copy_normalisation
 from .prior import LocalValue
@@ -81,8 +81,9 @@ class SetValueNetwork(nn.Module):
         super().__init__()
         self.agent_dim, self.n_agents = positive_int(agent_dim, "agent_dim"), \
             positive_int(n_agents, "n_agents")
-        self.width, self.depth = positive_int(width, "width"), positive_int(depth, "depth")
-        self.context = positive_int(context, "context")
+        self.context = integer(context, "context", 1, MAX_WIDTH)
+        self.width, self.depth = layers(width, depth, agent_dim + 1 + self.context,
+                                        torch.finfo(dtype).bits // 8)
         self.local = local
         d = agent_dim + 1
         self.embed = nn.Sequential(nn.Linear(d, width, dtype=dtype, device=device), nn.Tanh(),

@@ -33,6 +33,7 @@ from torch import Tensor
 from jfbgym.validation import (
     SCALE,
     SPREAD,
+    agent_count,
     coordinate,
     finite_float,
     optional,
@@ -129,7 +130,7 @@ class MultiBicycle(ControlProblem):
                  init_std: float = 0.1, init_heading: float = 0.1, init_speed: float = 0.1,
                  horizon: float = 4.0, n_steps: int = 60, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu") -> None:
-        n = positive_int(n_agents, "n_agents")
+        n = agent_count(n_agents, "n_agents", AGENT_STATE + AGENT_CONTROL)
         self.wheelbase = scale(wheelbase, "wheelbase")
         self.max_steering = finite_float(max_steering, "max_steering", SCALE[0])
         require(self.max_steering < math.pi / 2, "max_steering", "a number in (0, π/2)",

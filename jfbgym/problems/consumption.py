@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jfbgym.validation import finite_float, positive_float, positive_int, require
+from jfbgym.validation import agent_count, finite_float, positive_float, positive_int, require
 
 from .base import (
     DEFAULT_NEWTON,
@@ -127,7 +127,7 @@ class ConsumptionSavings(ControlProblem):
                  init_wealth_spread: float = 0.1, init_habit: float = 0.01,
                  init_habit_spread: float = 0.1, horizon: float = 2.0, n_steps: int = 100,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
-        m = positive_int(n_agents, "n_agents")
+        m = agent_count(n_agents, "n_agents", 3)
         self._A, self._B = _diagonal(A, m, "A"), _diagonal(B, m, "B")
         self.eta = positive_float(eta, "eta")
         require(self.eta <= 1.0, "eta", "a number in (0, 1]", eta)

@@ -46,7 +46,9 @@ import torch
 from torch import Tensor
 
 from jfbgym.validation import (
+    MAX_WIDTH,
     SCALE,
+    agent_count,
     coordinate,
     finite_float,
     integer,
@@ -56,6 +58,7 @@ from jfbgym.validation import (
     positive_int,
     require,
     scale,
+    seed,
     spread,
     weight,
 )
@@ -120,10 +123,10 @@ class QuadSwarm(ControlProblem):
                  n_steps: int = 160,
                  interaction: str = "exact", fourier_features: int = 512, fourier_seed: int = 0,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
-        n = positive_int(n_agents, "n_agents")
+        n = agent_count(n_agents, "n_agents", 16)
         self.interaction = one_of(interaction, "interaction", INTERACTIONS)
-        self.fourier_features = positive_int(fourier_features, "fourier_features")
-        self.fourier_seed = integer(fourier_seed, "fourier_seed", 0)
+        self.fourier_features = integer(fourier_features, "fourier_features", 1, MAX_WIDTH)
+        self.fourier_seed = seed(fourier_seed, "fourier_seed")
         self.mass = scale(mass, "mass")
         self.gravity = finite_float(gravity, "gravity", 0.0, maximum=SCALE[1])
         self.alpha_int = weight(alpha_int, "alpha_int")
