@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jfbgym.problems import problem_for_env, strip_namespace
+from jfbgym import validation
+from jfbgym.problems import problem_for_env, problem_overrides, strip_namespace
 from jfbgym.problems.base import ControlProblem, Trajectory
-from jfbgym.validation import integer, positive_int, require
+from jfbgym.validation import require
 
 Feedback = Callable[[Tensor, Tensor], Tensor]
 
@@ -42,8 +43,8 @@ def resolve_problem(env_or_id: Any, env_kwargs: dict | None = None,
     if isinstance(env_or_id, ControlProblem):
         return None, env_or_id
     if isinstance(env_or_id, str):
-        return strip_namespace(env_or_id), problem_for_env(env_or_id, dtype=dtype,
-                                                           **(env_kwargs or {}))
+        overrides = problem_overrides(env_kwargs or {}, "env_kwargs")
+        return strip_namespace(env_or_id), problem_for_env(env_or_id, dtype=dtype, **overrides)
     problem = getattr(getattr(env_or_id, "unwrapped", env_or_id), "problem", None)
     require(isinstance(problem, ControlProblem), "env_or_id",
             "an env id, a ControlProblem or an env with a .problem", type(env_or_id).__name__)
@@ -53,8 +54,8 @@ def resolve_problem(env_or_id: Any, env_kwargs: dict | None = None,
 
 def initial_states(problem: ControlProblem, n_episodes: int, seed: int) -> Tensor:
     """``n_episodes`` initial states drawn from ρ with a generator seeded by ``seed``."""
-    n_episodes = positive_int(n_episodes, "n_episodes")
-    seed = integer(seed, "seed", 0)
+    n_episodes = problem.batch_size(n_episodes, "n_episodes")
+    seed = validation.seed(seed)
     return problem.sample_initial_states(n_episodes, torch.Generator().manual_seed(seed))
 
 
@@ -91,7 +92,8 @@ def env_rollout(policy: Any, env_id: str, x0: Tensor, env_kwargs: dict | None = 
 
     n_envs = x0.shape[0]
     env = gymnasium.make_vec(f"jfbgym:{strip_namespace(env_id)}", num_envs=n_envs,
-                             vectorization_mode="vector_entry_point", **(env_kwargs or {}))
+                             vectorization_mode="vector_entry_point",
+                             **problem_overrides(env_kwargs or {}, "env_kwargs"))
     try:
         problem: ControlProblem = env.unwrapped.problem
         n = problem.state_dim

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from jfbgym.problems import problem_for_env
+from jfbgym.problems import problem_for_env, problem_overrides
 from jfbgym.problems.base import ControlProblem, Time, Trajectory
 from jfbgym.validation import one_of, require
 
@@ -116,7 +116,7 @@ class JFBAgent(Agent):
         by the states its initial policy visits (``fit_normalisation``)."""
         if not isinstance(normalise, bool):
             one_of(normalise, "normalise", NORMALISE)
-        problem = problem_for_env(env_id, dtype=dtype, device=device, **dict(env_kwargs or {}))
+        problem = problem_for_env(env_id, dtype=dtype, device=device, **problem_overrides(env_kwargs or {}, "env_kwargs"))
         kind = resolve_prior(problem, prior)
         local = build_local_value(problem, max_branches=prior_branches) \
             if kind == "local" else None
@@ -264,10 +264,9 @@ class JFBAgent(Agent):
                           RuntimeWarning, stacklevel=2)
         return traj
 
-    def control(self, t: Time, z: Tensor, grad: bool = False) -> Tensor:
-        """u*(t, z) = argmin_u H(t, z, ∇_zΦ, u), batched; a feedback law for
-        ``problem.rollout(agent.control, x0)`` (cold start every call, so it is stateless)."""
-        self.problem.check_batch(z, "z", self.problem.state_dim)
+    def _control(self, t: Tensor, z: Tensor, grad: bool) -> Tensor:
+        """u*(t, z) = argmin_u H(t, z, ∇_zΦ, u), batched (cold start every call, so it is
+        stateless)."""
         with torch.set_grad_enabled(grad):
             p = self.costate(t, z)
             u, _, _ = control_layer(self.problem, t, z, p, None, self.solver, "implicit")

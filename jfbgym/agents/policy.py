@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from jfbgym.problems import problem_for_env, problem_kwargs, strip_namespace
-from jfbgym.problems.base import ControlProblem, Time, Trajectory
+from jfbgym.problems import problem_for_env, problem_kwargs, problem_overrides, strip_namespace
+from jfbgym.problems.base import ControlProblem, Time, Trajectory, real_tensor
 from jfbgym.validation import require
 
 from .checkpoint import (
@@ -61,8 +61,8 @@ class Agent:
         self.env_kwargs = dict(env_kwargs or {})
 
     # ------------------------------------------------------------ what a kind defines
-    def control(self, t: Time, z: Tensor, grad: bool = False) -> Tensor:
-        """The batched feedback u(t, z), (B, m)."""
+    def _control(self, t: Tensor, z: Tensor, grad: bool) -> Tensor:
+        """The batched feedback u(t, z), (B, m), for checked times (B,) and states (B, n)."""
         raise NotImplementedError
 
     def rollout(self, x0: Tensor, grad: str | None = None, log: Any = None,
@@ -100,6 +100,10 @@ class Agent:
         require_keys(cfg, ("env_id", "env_kwargs", "problem_name", "problem", "dtype"),
                      f"{where} [agent]")
         kind = cfg.get("kind", "jfb")  # files written before there were kinds hold JFB agents
+        for key in ("env_id", "problem_name", "dtype"):
+            if not isinstance(cfg[key], str):
+                raise CheckpointError(f"{where}: [agent] {key} must be a string, got "
+                                      f"{type(cfg[key]).__name__}")
         if kind != cls.kind:
             raise CheckpointError(f"{where}: holds a {kind!r} agent, not a {cls.kind!r} one "
                                   "(jfbgym.agents.load_agent reads any kind)")
@@ -109,9 +113,9 @@ class Agent:
         device = device or config.get("device", "cpu")
         try:
             problem = problem_for_env(cfg["env_id"], dtype=DTYPES[cfg["dtype"]], device=device,
-                                      **dict(cfg["env_kwargs"]))
+                                      **problem_overrides(cfg["env_kwargs"], "env_kwargs"))
             agent = cls._build(cfg, problem)
-        except (TypeError, ValueError, KeyError) as err:
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
             raise CheckpointError(f"{where}: cannot build the agent it describes: {err}") \
                 from err
         if agent.problem.name != cfg["problem_name"]:
@@ -191,6 +195,15 @@ class Agent:
             require(name == self.problem.name, "env", f"an env of {self.problem.name}",
                     spec.id)
 
+    # ------------------------------------------------------------- control
+    def control(self, t: Time, z: Tensor, grad: bool = False) -> Tensor:
+        """The batched feedback u(t, z), (B, m): a feedback law for
+        ``problem.rollout(agent.control, x0)``. ``t`` is a time in [0, T] or one per state;
+        ``z`` (B, n) is checked as every outside state is (``ControlProblem.user_states``:
+        finite, within the problem's ``state_limit``); ``grad``: u carries a graph."""
+        z = self.problem.user_states(z, "z")
+        return self._control(self.problem.user_times(t, z.shape[0]), z, grad)
+
     # ------------------------------------------------------------- objective
     def objective(self, x0: Tensor, grad: str | None = None, log: Any = None,
                   warn: bool = True) -> Tensor:
@@ -203,15 +216,16 @@ class Agent:
         """SB3-style ``(action, state)`` for Gymnasium observations concat(z, t), shape
         (n + 1,) or (K, n + 1); the action is the control u (shape (m,) or (K, m))."""
         n = self.problem.state_dim
-        obs = np.asarray(observation)
-        require(obs.ndim in (1, 2) and obs.shape[-1] == n + 1, "observation",
-                f"shape ({n + 1},) or (K, {n + 1}) = concat(z, t) of {self.problem.name} "
-                f"with state_dim {n}", obs.shape)
-        single = obs.ndim == 1
-        x = torch.as_tensor(np.atleast_2d(obs), dtype=self.problem.dtype,
-                            device=self.problem.device)
+        obs = real_tensor(observation, "observation")
+        require(obs.dim() in (1, 2) and obs.shape[-1] == n + 1 and obs.numel() > 0,
+                "observation", f"shape ({n + 1},) or (K, {n + 1}) = concat(z, t) of "
+                f"{self.problem.name} with state_dim {n}, K >= 1", tuple(obs.shape))
+        single = obs.dim() == 1
+        obs = obs.reshape(-1, n + 1)
+        z = self.problem.user_states(obs[:, :n], "observation")
+        t = self.problem.user_times(obs[:, n], z.shape[0], "observation (its time, last)")
         with torch.no_grad():
-            u = self.control(x[:, n], x[:, :n].contiguous())
+            u = self._control(t, z.contiguous(), False)
         action = u.cpu().numpy().astype(np.float32)
         return (action[0] if single else action), None
 
@@ -234,12 +248,13 @@ class Agent:
         require(not isinstance(observations, Mapping), "observations",
                 "the global state env.state() (per-agent observations are local and do not "
                 "determine the joint control)", type(observations).__name__)
-        obs = np.asarray(observations, dtype=np.float64)
-        if obs.shape == (n,):
+        obs = real_tensor(observations, "observations").detach().cpu().double()
+        if tuple(obs.shape) == (n,):
             require(time is not None, "time", "the time t when given a bare state z", time)
-            obs = np.concatenate([obs, [float(time)]])
-        require(obs.shape == (n + 1,), "observations",
-                f"the global state concat(z, t) of shape ({n + 1},)", obs.shape)
+            t = self.problem.user_times(time, 1, "time").double().cpu()
+            obs = torch.cat([obs, t])
+        require(tuple(obs.shape) == (n + 1,), "observations",
+                f"the global state concat(z, t) of shape ({n + 1},)", tuple(obs.shape))
         blocks = self.predict(obs)[0].reshape(N, -1)
         index = {name: i for i, name in enumerate(f"agent_{i}" for i in range(N))}
         for name in names:
@@ -291,7 +306,7 @@ def load_agent(path: str | Path, device: str | torch.device | None = None) -> Ag
     config = read_json(path / AGENT_JSON) if is_saved_agent(path) else load_config(path)
     cfg = config.get("agent") if isinstance(config, Mapping) else None
     kind = cfg.get("kind", "jfb") if isinstance(cfg, Mapping) else "jfb"
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise CheckpointError(f"{path}: holds an agent of unknown kind {kind!r} (this version "
                               f"reads {sorted(KINDS)})")
     return agent_class(kind).load(path, device)

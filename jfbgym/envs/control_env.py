@@ -17,10 +17,11 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
+from jfbgym import validation
 from jfbgym.envs.rendering import render_frame
-from jfbgym.problems import PROBLEMS, problem_class, problem_for_env
-from jfbgym.problems.base import ControlProblem
-from jfbgym.validation import integer, optional, positive_int, require, require_memory
+from jfbgym.problems import PROBLEMS, problem_class, problem_for_env, problem_overrides
+from jfbgym.problems.base import ControlProblem, check_finite, real_tensor
+from jfbgym.validation import optional, positive_int, require, require_memory
 
 RENDER_FPS = 20
 CHUNK_ELEMENTS = 2**19
@@ -44,21 +45,17 @@ def build_problem(env_id: str | None, problem: ControlProblem | None, dtype: tor
                 "either a problem or env_id with keywords, not both", type(problem).__name__)
         return problem
     require(env_id is not None, "env_id", "a registered id (or pass problem=)", env_id)
-    return problem_for_env(env_id, dtype=dtype, device=device, **problem_kwargs)
+    return problem_for_env(env_id, dtype=dtype, device=device,
+                           **problem_overrides(problem_kwargs))
 
 
 def finite_array(values: Any, shape: tuple[int, ...], name: str = "action") -> np.ndarray:
-    """``values`` as a float64 array of exactly ``shape``, finite, else ``ValueError``."""
-    try:
-        a = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name}: expected a numeric array of shape {shape}, got "
-                         f"{type(values).__name__}") from err
-    if a.shape != shape:
-        raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name}: expected finite values, got NaN or inf")
-    return a
+    """``values`` as a float64 array of exactly ``shape``: real (no complex, string or object
+    entries) and finite, else ``ValueError``."""
+    x = real_tensor(values, name)
+    require(tuple(x.shape) == shape, name, f"shape {shape}", tuple(x.shape))
+    check_finite(x, name)  # before any cast: a finite 1e300 is clipped onto the box, not inf
+    return x.detach().cpu().double().numpy()
 
 
 def transition(problem: ControlProblem, t: Tensor, z: Tensor, u: Tensor, last: Tensor | bool
@@ -94,18 +91,9 @@ def _observation_space(problem: ControlProblem) -> spaces.Box:
 
 
 def _initial_state(problem: ControlProblem, value: Any, batch: int) -> Tensor:
-    """``options["initial_state"]`` as a (batch, n) tensor, validated."""
-    if isinstance(value, Tensor):
-        x0 = value.to(dtype=problem.dtype, device=problem.device)
-    else:
-        x0 = torch.as_tensor(finite_array(value, np.shape(value), "initial_state"),
-                             dtype=problem.dtype, device=problem.device)
-    if x0.dim() == 1:
-        x0 = x0.unsqueeze(0).expand(batch, -1)
-    if tuple(x0.shape) != (batch, problem.state_dim) or not bool(torch.isfinite(x0).all()):
-        raise ValueError(f"initial_state: expected finite values of shape ({problem.state_dim},) "
-                         f"or ({batch}, {problem.state_dim}), got {tuple(x0.shape)}")
-    return x0
+    """``options["initial_state"]`` as a (batch, n) tensor, validated
+    (``ControlProblem.user_states``)."""
+    return problem.user_states(value, "initial_state", batch)
 
 
 class _Seeding:
@@ -117,7 +105,8 @@ class _Seeding:
     def _seed_generator(self, seed: int | None, np_random: np.random.Generator) -> torch.Generator:
         if seed is not None or self.generator is None:
             self.generator = torch.Generator()
-            self.generator.manual_seed(int(np_random.integers(2**62)) if seed is None else seed)
+            self.generator.manual_seed(int(np_random.integers(2**62)) if seed is None else
+                                       validation.seed(seed))
         return self.generator
 
 
@@ -239,7 +228,7 @@ class ControlEnv(gym.Env[np.ndarray, np.ndarray], _Seeding):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None
               ) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
+        super().reset(seed=optional(validation.seed, seed, "seed"))
         generator = self._seed_generator(seed, self.np_random)
         if options and "initial_state" in options:
             self._z = _initial_state(self.problem, options["initial_state"], 1).clone()
@@ -350,7 +339,7 @@ class ControlVectorEnv(VectorEnv, _Seeding):
         may require grad and the episode costs are differentiable in it.
         """
         if seed is not None:
-            seed = integer(seed, "seed", 0)
+            seed = validation.seed(seed)
             VectorEnv.reset(self, seed=seed)
         generator = self._seed_generator(seed, self.np_random)
         with torch.set_grad_enabled(self.differentiable):
@@ -370,12 +359,16 @@ class ControlVectorEnv(VectorEnv, _Seeding):
         if self._z is None:
             raise RuntimeError("step_torch: call reset_torch() or reset() first")
         shape = (self.num_envs, self.problem.control_dim)
-        if not isinstance(actions, Tensor) or tuple(actions.shape) != shape:
-            got = tuple(actions.shape) if isinstance(actions, Tensor) else type(actions).__name__
-            raise ValueError(f"actions: expected a tensor of shape {shape}, got {got}")
-        u = actions.to(dtype=self.problem.dtype, device=self.problem.device)
-        if not bool(torch.isfinite(u).all()):
-            raise ValueError("actions: expected finite values, got NaN or inf")
+        require(isinstance(actions, Tensor), "actions", f"a tensor of shape {shape}",
+                type(actions).__name__)
+        u = real_tensor(actions, "actions")
+        require(tuple(u.shape) == shape, "actions", f"a tensor of shape {shape}",
+                tuple(u.shape))
+        check_finite(u, "actions")
+        # clipped in its own precision first: a finite 1e300 is clipped onto the box, as step
+        # does, not turned into inf by the cast
+        low, high = (b.to(dtype=u.dtype, device=u.device) for b in (self._low, self._high))
+        u = torch.clamp(u, low, high).to(dtype=self.problem.dtype, device=self.problem.device)
         return self._advance(u)
 
     def _advance(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

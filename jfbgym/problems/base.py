@@ -20,6 +20,7 @@ from torch import Tensor
 
 from jfbgym.validation import (
     finite_float,
+    integer,
     positive_int,
     require,
     require_memory,
@@ -32,6 +33,42 @@ Time = float | Tensor
 Policy = Callable[[Tensor, Tensor], Tensor]
 MAX_NEIGHBOURS = 8  # default neighbours in a per-agent observation
 MAX_HORIZON = 1e4  # longer horizons overflow the problems' float32 costs
+MAX_BATCH = 2**31 - 1  # samples in one batch: torch's sizes are C ints on some paths
+TIME_SLACK = 1e-5  # times this fraction of T outside [0, T] are rounding (float32 observations)
+
+
+def real_tensor(values: Any, name: str) -> Tensor:
+    """``values`` (a tensor, numpy array, list or number) as a real tensor: a tensor as it is
+    (its graph kept: differentiable initial states), anything else as float64 on the CPU;
+    ``ValueError`` naming ``name`` for what is not real numbers (strings, objects, ragged lists,
+    complex values, which a cast would silently truncate, sparse or meta tensors)."""
+    if isinstance(values, Tensor):
+        require(values.layout == torch.strided and values.device.type != "meta", name,
+                "a dense tensor with data", f"a {values.layout} tensor on {values.device}")
+        require(not values.is_complex() and values.dtype != torch.bool, name, "real numbers",
+                f"a tensor of {values.dtype}")
+        return values
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError) as err:  # ragged nesting, unconvertible objects
+        raise ValueError(f"{name}: expected an array of real numbers, got "
+                         f"{type(values).__name__} ({err})") from err
+    require(array.dtype.kind in "fiu", name, "real numbers",
+            f"an array of {array.dtype} ({type(values).__name__})")
+    return torch.as_tensor(array.astype(np.float64))
+
+
+def check_finite(x: Tensor, name: str, limit: float | None = None) -> Tensor:
+    """``x`` if every entry is finite (and ``|x| <= limit``); else ``ValueError`` naming
+    ``name`` and the first offending value."""
+    bad = ~torch.isfinite(x.detach())
+    if limit is not None:
+        bad |= x.detach().abs() > limit
+    if bool(bad.any()):
+        value = float(x.detach()[bad].flatten()[0])
+        expected = "finite values" + ("" if limit is None else f" with |value| <= {limit:g}")
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return x
 
 
 class InnerSolution(NamedTuple):
@@ -92,6 +129,10 @@ class ControlProblem(torch.nn.Module):
 
     name: str = "ControlProblem"
     multi_agent: bool = False  # state and control split into agents (one PettingZoo agent each)
+    # The largest |component| of a state given to the library (an initial state, an
+    # observation): beyond it the float32 costs (squares of positions, powers of wealth)
+    # overflow, so such a state is refused rather than answered with inf or NaN.
+    state_limit: float = 1e6
 
     def __init__(self, *, state_dim: int, control_dim: int, n_agents: int, horizon: float,
                  n_steps: int, dtype: torch.dtype = torch.float32,
@@ -181,6 +222,45 @@ class ControlProblem(torch.nn.Module):
             yield
         finally:
             self._trusted -= 1
+
+    def user_states(self, values: Any, name: str, batch: int | None = None) -> Tensor:
+        """States from outside the library (numpy, list or tensor; ``(n,)`` or ``(B, n)``) as a
+        ``(B, n)`` tensor of this problem's dtype and device: real, finite, non-empty, each
+        component within ``state_limit``; ``batch`` fixes B (a single state is repeated).
+        Every state a user hands an env or an agent passes here."""
+        x = real_tensor(values, name)
+        n = self.state_dim
+        shapes = f"({n},) or ({'B' if batch is None else batch}, {n})"
+        require(x.dim() in (1, 2) and x.shape[-1] == n and (x.dim() == 1 or x.shape[0] >= 1),
+                name, f"shape {shapes} (state_dim {n} of {self.name})", tuple(x.shape))
+        x = x.unsqueeze(0) if x.dim() == 1 else x
+        if batch is not None:
+            require(x.shape[0] in (1, batch), name, f"shape {shapes}", tuple(x.shape))
+            x = x.expand(batch, -1)
+        check_finite(x, name, self.state_limit)  # before the cast: 1e300 is no inf yet
+        return x.to(dtype=self.dtype, device=self.device)
+
+    def user_times(self, t: Any, batch: int, name: str = "t") -> Tensor:
+        """Times from outside the library (a number or one per sample) as a ``(batch,)``
+        tensor: finite and within [0, T] (up to float32 rounding, then clamped onto it)."""
+        tt = real_tensor(t, name).detach().to(torch.float64).cpu().reshape(-1)
+        require(tt.numel() in (1, batch), name, f"a number or {batch} times", tuple(tt.shape))
+        check_finite(tt, name)
+        slack = TIME_SLACK * self.horizon
+        outside = (tt < -slack) | (tt > self.horizon + slack)
+        if bool(outside.any()):
+            raise ValueError(f"{name}: expected times in [0, {self.horizon:g}] (the horizon of "
+                             f"{self.name}), got {float(tt[outside][0])!r}")
+        return tt.clamp(0.0, self.horizon).to(self.dtype).to(self.device).expand(batch)
+
+    def batch_size(self, batch: Any, name: str) -> int:
+        """``batch`` samples as an int, refused at once where their trajectories (states and
+        controls at every step, a graph's worth of copies) would not fit in memory."""
+        b = integer(batch, name, 1, MAX_BATCH)
+        per_sample = 4 * 8 * (self.n_steps + 1) * (self.state_dim + self.control_dim)
+        require_memory(b * per_sample + self.step_bytes(b), name,
+                       f"trajectories of {b} samples of {self.name}")
+        return b
 
     def check_inputs(self, z: Tensor, u: Tensor | None = None, p: Tensor | None = None) -> None:
         if self._trusted:

@@ -101,6 +101,17 @@ def problem_kwargs(env_id: str, **overrides: Any) -> tuple[str, dict]:
     return name, {**defaults, **overrides}
 
 
+def problem_overrides(kwargs: Any, name: str = "problem_kwargs") -> dict:
+    """Problem keywords from a user or a file, for a caller that sets ``dtype`` and ``device``
+    itself (an env, an agent): a dict with string keys, neither of those two among them."""
+    require(isinstance(kwargs, dict) and all(isinstance(k, str) for k in kwargs), name,
+            "a dict of problem keywords", type(kwargs).__name__)
+    for key in ("dtype", "device"):
+        require(key not in kwargs, name, f"no {key!r} (the env's or agent's own {key} "
+                "argument sets it)", sorted(kwargs))
+    return dict(kwargs)
+
+
 def problem_for_env(env_id: str, **overrides: Any) -> ControlProblem:
     """Build the problem behind an env id (defaults of the id, ``overrides`` applied)."""
     name, kwargs = problem_kwargs(env_id, **overrides)
