@@ -21,6 +21,25 @@ import torch
 TIMEOUT = datetime.timedelta(minutes=5)  # a rank that died stalls the others this long at most
 
 
+def environment_integer(name: str, default: int) -> int:
+    """An integer environment variable that torchrun sets, checked (``ValueError`` naming it)."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name}: expected an integer >= 0 in the environment (torchrun sets "
+                         f"it), got {text!r}")
+    return value
+
+
+class PeerLost(RuntimeError):
+    """A collective failed: another rank died or the connection to it broke."""
+
+
 class World:
     """This process's rank among ``size``; single-process when ``size`` is 1."""
 
@@ -34,14 +53,14 @@ class World:
         single-process world without torchrun."""
         import torch.distributed as dist
 
-        size = int(os.environ.get("WORLD_SIZE", "1"))
+        size = environment_integer("WORLD_SIZE", 1)
         if size <= 1:
             return cls()
         owned = not dist.is_initialized()
         if owned:
             cuda = torch.device(device).type == "cuda"
             if cuda:
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(environment_integer("LOCAL_RANK", 0))
             dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
         return cls(dist.get_rank(), dist.get_world_size(), owned)
 
@@ -63,7 +82,12 @@ class World:
         import torch.distributed as dist
 
         ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
-        dist.all_reduce(value, op=ops[op])
+        try:
+            dist.all_reduce(value, op=ops[op])
+        except (RuntimeError, OSError) as err:  # gloo/nccl report a dead peer as these
+            raise PeerLost(f"rank {self.rank}: a collective with the other ranks failed "
+                           f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+                           ) from err
         return value
 
     def sum(self, value: float) -> float:

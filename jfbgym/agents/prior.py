@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from jfbgym.problems.base import ControlProblem, Time
-from jfbgym.validation import positive_int, require
+from jfbgym.validation import finite_float, positive_int, require, require_memory
 
 from .checkpoint import CheckpointError, load_state, load_weights, save_state
 
@@ -71,8 +71,15 @@ class LocalValue(nn.Module):
                  device: str | torch.device = "cpu", branches: int = 1) -> None:
         super().__init__()
         kw = {"dtype": dtype, "device": device}
+        groups, dim = positive_int(groups, "groups"), positive_int(dim, "dim")
+        n_agents, n_steps = positive_int(n_agents, "n_agents"), positive_int(n_steps, "n_steps")
+        branches = positive_int(branches, "branches")
+        require_memory(8 * (groups * (n_steps + 1) * (dim + 1) ** 2 + n_agents * (branches + dim)),
+                       "groups", f"a prior of {groups} nominals of {n_steps + 1} steps in {dim} "
+                       f"dimensions for {n_agents} agents")
         self.dim, self.n_agents, self.n_steps = dim, n_agents, n_steps
-        self.horizon, self.weight = float(horizon), float(weight)
+        self.horizon = finite_float(horizon, "horizon", 0.0, strict=True)
+        self.weight = finite_float(weight, "weight")
         self.register_buffer("states", torch.zeros(groups, n_steps + 1, dim, **kw))
         self.register_buffer("costates", torch.zeros(groups, n_steps + 1, dim, **kw))
         self.register_buffer("hessians", torch.zeros(groups, n_steps + 1, dim, dim, **kw))
@@ -80,6 +87,14 @@ class LocalValue(nn.Module):
         self.register_buffer("group", torch.zeros(n_agents, branches, dtype=torch.long,
                                                   device=device))
         self.register_buffer("offsets", torch.zeros(n_agents, dim, **kw))
+
+    def check_loaded(self) -> None:
+        """``ValueError`` unless every branch index names one of the nominals (loaded tables
+        are indexed with it)."""
+        groups = self.states.shape[0]
+        bad = (self.group < 0) | (self.group >= groups)
+        require(not bool(bad.any()), "group", f"branch indices in [0, {groups - 1}]",
+                int(self.group[bad][0]) if bool(bad.any()) else None)
 
     def config(self) -> dict:
         return {"groups": self.states.shape[0], "dim": self.dim, "n_agents": self.n_agents,
@@ -263,7 +278,7 @@ def _read_cache(path: Path, key: str) -> LocalValue | None:
         local = LocalValue(**state["config"], dtype=torch.float64)
         load_weights(local, state.get("weights"), path)
         return local
-    except (CheckpointError, ValueError, TypeError) as err:
+    except (CheckpointError, ValueError, TypeError, KeyError, AttributeError) as err:
         warnings.warn(f"{path}: ignoring the cached value prior ({err}); building it again",
                       stacklevel=3)
         return None

@@ -19,6 +19,7 @@ a state with non-finite weights is never written.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -35,14 +36,19 @@ import torch
 from tqdm import tqdm
 
 import jfbgym
-from jfbgym.validation import require
+from jfbgym.problems import problem_for_env, problem_overrides
+from jfbgym.validation import is_integer, is_number, require
 
 from .agent import DTYPES, InnerLog, JFBAgent
 from .checkpoint import (
     CHECKPOINT,
     CheckpointError,
+    RunLock,
+    first_line,
     load_config,
     load_state,
+    load_weights,
+    require_keys,
     save_json,
     save_state,
     snapshot_path,
@@ -50,7 +56,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .direct import DirectAgent
-from .distributed import World
+from .distributed import PeerLost, World
 from .implicit import SolverOptions
 from .losses import value_penalties
 from .policy import Agent
@@ -107,8 +113,8 @@ class Budget:
     """Iterations, CPU seconds (whole run) and wall seconds (this call) used so far."""
 
     def __init__(self, config: TrainConfig, iteration: int, cpu: float, wall: float,
-                 world: World) -> None:
-        self.world = world
+                 world: World, stop: StopRequest | None = None) -> None:
+        self.world, self.stop = world, stop
         self.iters, self.cpu_budget = config.iteration_budget(), config.budget_seconds()
         self.wall_limit = None if config.max_minutes is None else 60.0 * config.max_minutes
         self.start_iteration, self.cpu0, self.wall0 = iteration, cpu, wall
@@ -137,7 +143,10 @@ class Budget:
             return reason or "time budget"
         return None
 
+
     def _exhausted(self, iteration: int) -> str | None:
+        if self.stop is not None and self.stop.requested:
+            return "interrupted"
         if self.iters is not None and iteration >= self.iters:
             return "finished"
         if iteration == self.start_iteration:
@@ -170,6 +179,35 @@ class Budget:
             used = time.perf_counter() - self.clock
             shares.append((used / self.wall_limit, clock(self.wall_limit - used) + " left"))
         return max(shares, key=lambda share: share[0])[1]
+
+
+class StopRequest:
+    """Ctrl-C and SIGTERM during training: the first asks the loop to stop after the iteration
+    under way (validated and saved: nothing completed is lost), a second stops at once (the run
+    falls back to its last validated state). Installed for the loop, in the main thread."""
+
+    def __init__(self, announce: bool) -> None:
+        self.requested, self.announce, self.saving = False, announce, False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self.previous[s] = signal.signal(s, self.handle)
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.saving:
+            return
+        if self.requested:
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.requested = True
+        if self.announce:
+            tqdm.write("stopping after this iteration (saved on the way out); interrupt again "
+                       "to stop at once")
 
 
 def clock(seconds: float) -> str:
@@ -268,11 +306,66 @@ class Trainer:
             raise CheckpointError(f"resume: expected a run to continue in {str(self.out)!r}, "
                                   f"but it holds no {CHECKPOINT} (use resume='if-present' to "
                                   "start one there)")
-        saved = {"kind": "jfb", **load_config(self.out)["agent"]}  # older runs: no kind
+        config = load_config(self.out)
+        require_keys(config, ("agent",), str(self.out / "config.json"))
+        require(isinstance(config["agent"], dict), "resume", f"an agent in {self.out}",
+                type(config["agent"]).__name__)
+        saved = {"kind": "jfb", **config["agent"]}  # older runs: no kind
         require(saved == json.loads(json.dumps(self.agent.config())), "resume",
                 f"the agent settings of {self.out} (env, problem, network, solver, dtype)",
                 self.agent.config())
-        self.restore(load_state(checkpoint, self.problem.device))
+        state = load_state(checkpoint, self.problem.device)
+        self.check_state(state, checkpoint)
+        self.restore(state)
+
+    def check_state(self, state: dict, path: Path) -> None:
+        """``CheckpointError`` naming ``path`` unless ``state`` is a checkpoint this run can
+        continue: every entry present, of its type and range, weights that fit and are finite,
+        an optimizer state that loads and is finite, generator states torch accepts."""
+        def bad(what: str) -> CheckpointError:
+            return CheckpointError(f"{path}: {what}")
+
+        require_keys(state, ("model", "optimizer", "lr", "generator", "torch_rng", "iteration",
+                             "cpu", "wall", "history"), str(path))
+        scratch = copy.deepcopy(self.net)
+        load_weights(scratch, state["model"], path)
+        best = state.get("best")
+        if best is not None:
+            require_keys(best, ("val_cost", "iteration", "model"), f"{path} [best]")
+            load_weights(scratch, best["model"], path)
+            if not (isinstance(best["val_cost"], float) and math.isfinite(best["val_cost"])):
+                raise bad("best.val_cost must be a finite number")
+        if not (is_integer(state["iteration"]) and state["iteration"] >= 0):
+            raise bad(f"iteration must be an integer >= 0, got {state['iteration']!r}")
+        for key in ("cpu", "wall"):
+            if not (is_number(state[key]) and math.isfinite(state[key]) and state[key] >= 0):
+                raise bad(f"{key} must be a finite number >= 0, got {state[key]!r}")
+        lr = state["lr"]
+        require_keys(lr, ("scale", "best", "bad"), f"{path} [lr]")
+        if not (is_number(lr["scale"]) and MIN_LR_SCALE / 2 <= lr["scale"] <= 1.0):
+            raise bad(f"lr.scale must be a number in [{MIN_LR_SCALE / 2:g}, 1], got "
+                      f"{lr['scale']!r}")
+        if not (is_number(lr["best"]) and not math.isnan(lr["best"])
+                and is_integer(lr["bad"]) and lr["bad"] >= 0):
+            raise bad("lr.best must be a number and lr.bad an integer >= 0")
+        history = state["history"]
+        if not (isinstance(history, list) and all(isinstance(row, dict) for row in history)):
+            raise bad("history must be a list of rows")
+        for key in ("generator", "torch_rng"):
+            value = state[key]
+            if not (isinstance(value, torch.Tensor) and value.dtype == torch.uint8
+                    and value.shape == torch.get_rng_state().shape):
+                raise bad(f"{key} must be a random-number generator state")
+        try:
+            torch.Generator().set_state(state["generator"])
+            optimizer = torch.optim.Adam(scratch.parameters(), lr=self.lr.peak)
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+            raise bad(f"cannot be restored ({type(err).__name__}: {first_line(err)})") from err
+        moments = [v for s in optimizer.state.values() for v in s.values()
+                   if isinstance(v, torch.Tensor)]
+        if not all(bool(torch.isfinite(v).all()) for v in moments):
+            raise bad("the optimizer state holds NaN or inf")
 
     def save(self, state: dict) -> None:
         """Write ``state`` as the checkpoint (and a weights snapshot); never non-finite ones;
@@ -329,6 +422,9 @@ class Trainer:
         return self.world.sum(local) / self.x_val.shape[0]
 
 
+RUN_FILES = ("config.json", CHECKPOINT, "log.csv", "log.json")
+
+
 def prepare_output(config: TrainConfig) -> Path:
     out = Path(config.out)
     try:
@@ -336,6 +432,9 @@ def prepare_output(config: TrainConfig) -> Path:
     except OSError as err:
         raise ValueError(f"out: expected a directory that can be created, got "
                          f"{str(out)!r} ({err.strerror})") from err
+    for name in RUN_FILES:
+        require(not (out / name).is_dir(), "out", f"a run directory whose {name} is a file "
+                "(it is a directory there)", str(out))
     return out
 
 
@@ -346,10 +445,20 @@ def train(config: TrainConfig, progress: bool = True,
     ``callback(agent, row)`` runs after every validation, its time not charged to the budget
     (``bench/quality.py`` scores held-out states there)."""
     config.validate()
+    problem = problem_for_env(config.env_id, dtype=DTYPES[config.dtype], device=config.device,
+                              **problem_overrides(config.env_kwargs(), "problem_kwargs"))
+    problem.batch_size(config.batch, "batch")  # refused before anything is built
+    problem.batch_size(config.val_batch, "val_batch")
     out = prepare_output(config)
     world = World.from_environment(config.device)
     require(config.batch >= world.size and config.val_batch >= world.size, "batch",
             f"at least one state per rank ({world.size} ranks)", config.batch)
+    with RunLock(out) if world.is_main else contextlib.nullcontext():
+        return _train(config, progress, callback, out, world)
+
+
+def _train(config: TrainConfig, progress: bool, callback: Callable[[Agent, dict], None] | None,
+           out: Path, world: World) -> TrainResult:
     main = world.is_main
     setup = time.process_time()
     run = Trainer(config, world)
@@ -367,15 +476,15 @@ def train(config: TrainConfig, progress: bool = True,
             "an initial policy with a finite validation cost (the guard against blow-ups "
             "needs one)", val_cost)
     last_good, strikes, status, validated = run.snapshot(), 0, "finished", run.iteration
-    previous_sigterm = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is threading.main_thread():  # SIGTERM saves like Ctrl-C
-        signal.signal(signal.SIGTERM, _interrupt)
+    stop = StopRequest(announce=main)
+    budget.stop = stop
     progress = progress and main
     bar = tqdm(total=100, disable=not progress, dynamic_ncols=True,
                desc=f"{config.grad if config.agent == 'jfb' else config.agent} {run.agent.env_id}",
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix[0]}", postfix=[""])
     try:
-        while (stop := budget.exhausted(run.iteration)) is None:
+        stop.__enter__()
+        while (reason := budget.exhausted(run.iteration)) is None:
             # 1. a fresh minibatch, its closed-loop cost and gradient, an Adam step
             lr = run.lr.value(run.iteration, budget.progress(run.iteration))
             tic = time.perf_counter()
@@ -430,22 +539,29 @@ def train(config: TrainConfig, progress: bool = True,
             if run.iteration % config.checkpoint_every == 0:
                 run.save(run.snapshot())
         else:
-            status = stop
+            status = reason
             if validated == run.iteration:  # else the steps since are unchecked: dropped
                 last_good = run.snapshot()
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (torchrun forwards it to every rank)
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: stop mid-iteration
         status = "interrupted"
         if main:
-            tqdm.write("interrupted: saving the last good state")
+            tqdm.write("interrupted: saving the last validated state")
+        run.restore(last_good)
+    except PeerLost as err:  # another rank died: save what this one holds
+        status = "peer lost"
+        if main:
+            tqdm.write(f"{err}: saving the last validated state")
         run.restore(last_good)
     finally:
+        stop.saving = True  # from here a signal only waits for the save below
         bar.close()
         if tb is not None:
             tb.close()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous_sigterm)
-    run.restore(last_good)
-    run.save(last_good)
+    try:
+        run.restore(last_good)
+        run.save(last_good)
+    finally:
+        stop.__exit__()
     best = run.best
     if best is not None and best["val_cost"] < val_cost:
         # a run may drift after its best point (measured: ConsumptionSavings at lr 1e-2 went
@@ -455,13 +571,9 @@ def train(config: TrainConfig, progress: bool = True,
         if main:
             tqdm.write(f"the agent is the best validated one (iteration {best['iteration']}, "
                        f"validation cost {best['val_cost']:.6g}; the last was {val_cost:.6g})")
-    if status != "interrupted":  # an interrupted peer may be gone: no collective call then
+    if status not in ("interrupted", "peer lost"):  # a peer may be gone: no collective call
         world.close()
     return TrainResult(run.agent, run.history, status, out)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def write_csv(out: Path, history: list[dict]) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from types import ModuleType
 
 from jfbgym import __version__
+from jfbgym.validation import positive_int, seed, threads
 
 # subcommand -> one-line help; the module is jfbgym.cli.<name>
 COMMANDS: dict[str, str] = {
@@ -37,6 +39,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_subcommand(name: str, argv: list[str]) -> tuple[ModuleType, argparse.Namespace]:
+    """(the module of subcommand ``name``, its parsed and checked arguments); a bad value exits
+    with argparse's one-line error (status 2)."""
+    module = importlib.import_module(f"jfbgym.cli.{name}")
+    sub = argparse.ArgumentParser(prog=f"jfbgym {name}", description=COMMANDS[name])
+    module.add_arguments(sub)
+    sub.add_argument("--threads", type=int, default=1,
+                     help="torch CPU threads (default 1: small batched networks gain nothing "
+                          "from more, and oversubscribed cores make BLAS threads spin)")
+    args = sub.parse_args(argv)
+    try:  # the settings every subcommand shares, checked in one place
+        threads(args.threads, "--threads")
+        for flag in ("seed", "rl_seeds"):
+            if getattr(args, flag, None) is not None:
+                (seed if flag == "seed" else positive_int)(getattr(args, flag),
+                                                          "--" + flag.replace("_", "-"))
+    except ValueError as err:  # one line, as every other bad value
+        print(f"jfbgym {name}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return module, args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -45,15 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None and not argv else 2
     name, rest = argv[0], argv[1:]
-    module = importlib.import_module(f"jfbgym.cli.{name}")
-    sub = argparse.ArgumentParser(prog=f"jfbgym {name}", description=COMMANDS[name])
-    module.add_arguments(sub)
-    sub.add_argument("--threads", type=int, default=1,
-                     help="torch CPU threads (default 1: small batched networks gain nothing "
-                          "from more, and oversubscribed cores make BLAS threads spin)")
-    args = sub.parse_args(rest)
-    if args.threads < 1:
-        sub.error(f"argument --threads: expected an integer >= 1, got {args.threads}")
+    module, args = parse_subcommand(name, rest)
     try:
         import torch
 
@@ -66,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # bad input: the message names the argument or file
         print(f"jfbgym {name}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside training (which saves and returns 130 itself)
+        print(f"jfbgym {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
