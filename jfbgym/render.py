@@ -20,9 +20,20 @@ from jfbgym.envs.rendering import FRAME_SIZE, render_frame
 from jfbgym.figures import agg_figure, save
 from jfbgym.problems.base import ControlProblem, Trajectory
 from jfbgym.rollout import initial_states, resolve_problem, rollout
-from jfbgym.validation import output_file, positive_int, require
+from jfbgym.validation import integer, output_file, positive_int, require
 
 FPS = 20
+MAX_FPS = 240
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")  # containers that take H.264
+
+
+def video_file(path: str | Path, name: str = "path") -> Path:
+    """``path`` as a video file to write (checked before any frame is drawn): a container
+    suffix of ``VIDEO_SUFFIXES``, a folder that can be created."""
+    p = output_file(path, name)
+    require(p.suffix.lower() in VIDEO_SUFFIXES, name,
+            f"a video file name ending in one of {', '.join(VIDEO_SUFFIXES)}", str(p))
+    return p
 
 
 def trajectory_frames(problem: ControlProblem, traj: Trajectory, index: int = 0,
@@ -59,8 +70,8 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = FPS) 
     from moviepy import VideoClip
 
     require(len(frames) >= 1, "frames", "at least one frame", len(frames))
-    path = output_file(path, "path")
-    fps = positive_int(fps, "fps")
+    path = video_file(path)
+    fps = integer(fps, "fps", 1, MAX_FPS)
     frames = list(frames)
     # Frame k is shown at t = k/fps. moviepy writes int(duration·fps) frames and maps t to a
     # frame by float comparisons (ImageSequenceClip drops/duplicates frames by rounding), so
@@ -91,8 +102,9 @@ def render_video(policy: Any, env_id: str, path: str | Path | None = None, seed:
     (default ``videos/<env id>.mp4``), captioned with ``name`` (default ``policy_name``) and
     the cost so far."""
     env_id, problem = resolve_problem(env_id, env_kwargs)
+    path = video_file(Path("videos") / f"{env_id or problem.name}.mp4" if path is None else path)
+    fps = integer(fps, "fps", 1, MAX_FPS)
     traj = rollout(policy, env_id or problem, n_episodes=1, seed=seed, env_kwargs=env_kwargs)
-    path = Path("videos") / f"{env_id or problem.name}.mp4" if path is None else path
     frames = trajectory_frames(problem, traj, 0, stride, name=name or policy_name(policy))
     return write_video(frames, path, fps)
 
@@ -102,6 +114,7 @@ def render_side_by_side(policies: Mapping[str, Any], env_id: str, path: str | Pa
                         fps: int = FPS) -> Path:
     """One video of several policies from the *same* initial state, labelled, left to right."""
     require(len(policies) >= 2, "policies", "at least two named policies", list(policies))
+    path, fps = video_file(path), integer(fps, "fps", 1, MAX_FPS)
     env_id, problem = resolve_problem(env_id, env_kwargs)
     x0 = initial_states(problem, 1, seed)
     columns = []
