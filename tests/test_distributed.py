@@ -73,20 +73,22 @@ def test_shards_cover_the_batch_once() -> None:
 
 @pytest.mark.slow
 def test_killed_rank_leaves_a_checkpoint_that_resumes(tmp_path) -> None:
+    """No periodic checkpoint: what is on disk after a rank is killed is the survivor's save."""
     out = tmp_path / "run"
     flags = ["QuadSwarm-v0", "--n-agents", "2", "--batch", "4", "--val-batch", "4",
              "--width", "16", "--depth", "2", "--prior", "none", "--iters", "100000",
-             "--val-every", "1", "--checkpoint-every", "1", "--out", str(out)]
+             "--val-every", "1", "--checkpoint-every", "100000", "--out", str(out)]
     launcher = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "jfbgym", "train", *flags],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 240
-        while not (out / "checkpoint.pt").is_file() or len(
-                list((out / "snapshots").glob("*.pt"))) < 3:
-            assert time.time() < deadline and launcher.poll() is None, "no checkpoints came"
+        while not (out / "log.csv").is_file() or len(
+                (out / "log.csv").read_text().strip().splitlines()) < 4:
+            assert time.time() < deadline and launcher.poll() is None, "no iterations came"
             time.sleep(0.5)
+        assert not (out / "checkpoint.pt").exists()
         workers = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True,
                                  text=True, check=False).stdout.split()
         assert len(workers) == 2, workers
@@ -95,9 +97,9 @@ def test_killed_rank_leaves_a_checkpoint_that_resumes(tmp_path) -> None:
     finally:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
-    state = load_state(out / "checkpoint.pt")  # complete, never a torn write
+    state = load_state(out / "checkpoint.pt")  # written by rank 0 on the way out
     done = state["iteration"]
-    assert done >= 1
+    assert done >= 3
     result = train(TrainConfig(env_id="QuadSwarm-v0", n_agents=2, batch=4, val_batch=4,
                                width=16, depth=2, prior="none", iters=done + 2, val_every=1,
                                checkpoint_every=1, out=str(out), resume="always"),
@@ -128,7 +130,7 @@ def test_sigterm_to_torchrun_saves_once_and_resumes(tmp_path) -> None:
             if launcher.poll() is None:
                 os.killpg(launcher.pid, signal.SIGKILL)
     err = (tmp_path / "output.txt").read_text()
-    assert err.count("interrupted: saving the last good state") == 1, err[-2000:]  # rank 0 only
+    assert err.count("stopping after this iteration") == 1, err[-2000:]  # rank 0 only
     done = load_state(out / "checkpoint.pt")["iteration"]
     assert done >= 1
     rows = (out / "log.csv").read_text().strip().splitlines()
