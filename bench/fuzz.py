@@ -34,23 +34,25 @@ POOL = [0, 1, -1, 0.5, 3.7, 1e9, -1e9, 1e30, 1e300, 1e-300, float("nan"), float(
 
 
 def outcome(call: Callable[[], Any], limit: float) -> tuple[str, str]:
-    """(what ``call()`` ended in, a detail for a crash)."""
+    """(what ``call()`` ended in, a detail for anything but a clear error or finite answer)."""
     start = time.perf_counter()
     try:
         result = call()
     except ValueError as err:  # CheckpointError included
         text = str(err).strip()
         kind = "clear error" if text and "\n" not in text and ":" in text else "unclear error"
+        detail = text[:300]
     except Exception as err:  # noqa: BLE001 - what the campaign hunts
         return "crash", f"{type(err).__name__}: {err}"[:300] + traceback.format_exc()[-400:]
     else:
+        detail = ""
         values = result if isinstance(result, (list, tuple)) else [result]
         finite = all(np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in values
                      if v is not None)
         kind = "finite" if finite else "nan leak"
     if time.perf_counter() - start > limit:
         return "hang", f"{time.perf_counter() - start:.1f} s"
-    return kind, ""
+    return kind, detail
 
 
 def observations(rng: random.Random, n: int) -> Iterator[tuple[str, Callable[[], Any]]]:
@@ -97,12 +99,12 @@ def actions(rng: random.Random, n: int) -> Iterator[tuple[str, Callable[[], Any]
                 obs, reward, *_ = env.step(a)
                 return [obs, reward]
         else:
-            def step(a: Any = action) -> list:
+            def step(a: Any = action, width: int = m) -> list:
                 venv.reset(seed=0)
                 try:
                     u = torch.as_tensor(np.broadcast_to(np.asarray(a, dtype=np.complex128
                                                                    if isinstance(a, complex)
-                                                                   else None), (2, m)))
+                                                                   else None), (2, width)))
                 except (TypeError, ValueError):
                     u = a
                 obs, reward, *_ = venv.step_torch(u)
@@ -189,42 +191,96 @@ def checkpoint_bytes(rng: random.Random, n: int, run: Path,
         yield "checkpoint bytes", load
 
 
-def agent_files(rng: random.Random, n: int, saved: Path) -> Iterator[tuple[str, Callable]]:
-    from jfbgym.agents import JFBAgent
-
-    base = json.loads((saved / "agent.json").read_text())
-    weights = (saved / "weights.pt").read_bytes()
-    root = Path(tempfile.mkdtemp(prefix="jfbgym-fuzz-agent-"))
+def saved_files(rng: random.Random, n: int, saved: Path, category: str, config_name: str,
+                weights_name: str, load_folder: Callable[[Path], Any],
+                part: str | None) -> Iterator[tuple[str, Callable]]:
+    """Mutations of a saved folder: a leaf of its JSON (``part`` of it) replaced, or a bit of
+    its weights flipped; each folder loaded with ``load_folder``."""
+    base = json.loads((saved / config_name).read_text())
+    weights = (saved / weights_name).read_bytes()
+    root = Path(tempfile.mkdtemp(prefix="jfbgym-fuzz-files-"))
 
     def leaves(obj: Any, path: tuple = ()) -> list[tuple]:
         if isinstance(obj, dict):
             return [p for k, v in obj.items() for p in leaves(v, path + (k,))] or [path]
         return [path]
 
-    paths = leaves(base["agent"])
+    top = base[part] if part else base
+    paths = [p for p in leaves(top) if p]
     for i in range(n):
         folder = root / f"a{i}"
         folder.mkdir()
         config = json.loads(json.dumps(base))
         if i % 2 == 0:
             where = rng.choice(paths)
-            target = config["agent"]
+            target = config[part] if part else config
             for key in where[:-1]:
                 target = target[key]
             target[where[-1]] = rng.choice(POOL[:-1]) if rng.random() < 0.7 else \
                 rng.choice([10**6, 10**7, -2, 0, 10**12])
-            (folder / "weights.pt").write_bytes(weights)
-            (folder / "agent.json").write_text(json.dumps(config, default=str))
+            (folder / weights_name).write_bytes(weights)
+            (folder / config_name).write_text(json.dumps(config, default=str))
         else:
             data = bytearray(weights)
             data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-            (folder / "weights.pt").write_bytes(bytes(data))
-            (folder / "agent.json").write_text(json.dumps(config))
+            (folder / weights_name).write_bytes(bytes(data))
+            (folder / config_name).write_text(json.dumps(config))
 
-        def load(f: Path = folder) -> None:
-            JFBAgent.load(f)
+        yield category, lambda f=folder: (load_folder(f), None)[1]
 
-        yield "agent files", load
+
+def interrupts(rng: random.Random, n: int, folder: Path) -> Iterator[tuple[str, Callable]]:
+    """Training runs (continuing one directory) stopped at a random moment by Ctrl-C, SIGTERM,
+    two Ctrl-Cs or SIGKILL. A lost iteration is a ``ValueError`` that this campaign counts as
+    'data lost': after one Ctrl-C or SIGTERM the checkpoint must hold every iteration the log
+    shows; after any signal it must load, and the next run must continue from it."""
+    import signal
+    import subprocess
+    import sys
+
+    from jfbgym.agents.checkpoint import load_state
+
+    out = folder / "interrupted"
+    flags = ["LinearQuadratic-v0", "--batch", "4", "--val-batch", "4", "--width", "8", "--rank",
+             "2", "--iters", "1000000", "--val-every", "7", "--checkpoint-every", "5",
+             "--resume", "if-present", "--out", str(out)]
+    for i in range(n):
+        how = ["SIGINT", "SIGTERM", "SIGINT twice", "SIGKILL"][i % 4]
+        wait = rng.uniform(0.5, 4.0)
+
+        def cycle(how: str = how, wait: float = wait) -> None:
+            before = load_state(out / "checkpoint.pt")["iteration"] \
+                if (out / "checkpoint.pt").is_file() else 0
+            run = subprocess.Popen([sys.executable, "-m", "jfbgym", "train", *flags],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            time.sleep(wait)
+            if how == "SIGKILL":
+                run.kill()
+            else:
+                sig = signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
+                run.send_signal(sig)
+                if how == "SIGINT twice":
+                    time.sleep(rng.uniform(0.0, 0.3))
+                    if run.poll() is None:
+                        run.send_signal(sig)
+            _, err = run.communicate(timeout=120)
+            if "Traceback" in err:
+                raise RuntimeError(f"{how}: traceback: {err[-300:]}")
+            if not (out / "checkpoint.pt").is_file():
+                return  # stopped before the first save: nothing had been trained
+            state = load_state(out / "checkpoint.pt")  # raises if torn
+            rows = len((out / "log.csv").read_text().strip().splitlines()) - 1
+            if how in ("SIGINT", "SIGTERM") and run.returncode == 130 and \
+                    state["iteration"] != rows:
+                raise ValueError(f"data lost: {how} kept {state['iteration']} of {rows}")
+            if state["iteration"] < before:
+                raise ValueError(f"data lost: {how} went back from {before} to "
+                                 f"{state['iteration']}")
+            leftovers = list(out.glob(".*.tmp")) + list((out / "snapshots").glob(".*.tmp"))
+            if how != "SIGKILL" and leftovers:
+                raise RuntimeError(f"{how}: temporary files left: {leftovers}")
+
+        yield f"interrupts ({how})", cycle
 
 
 def main() -> None:
@@ -233,6 +289,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=float, default=10.0, help="seconds that make a hang")
     parser.add_argument("--out", default="bench/results/fuzz.json")
+    parser.add_argument("--interrupts", type=int, default=40,
+                        help="training runs stopped by a signal (a few seconds each)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("JFBGYM_CACHE_DIR", tempfile.mkdtemp(prefix="jfbgym-fuzz-cache-"))
@@ -251,18 +309,29 @@ def main() -> None:
     train(config, progress=False)
     trainer = Trainer(config)
     saved = JFBAgent.build("Quadrotor-v0", width=8, depth=2, normalise=False).save(work / "a")
+    from jfbgym.baselines import load_baseline, train_baseline
+
+    train_baseline("Quadrotor-v0", "ppo", minutes=0.005, out=str(work / "ppo"), n_envs=1,
+                   hyperparams={"n_steps": 64, "batch_size": 32})
     sources = [observations(rng, int(1200 * scale)), actions(rng, int(600 * scale)),
                env_kwargs(rng, int(600 * scale)), cli_numbers(rng, int(600 * scale)),
                checkpoint_bytes(rng, int(900 * scale), work / "run", trainer.check_state),
-               agent_files(rng, int(600 * scale), saved)]
+               saved_files(rng, int(600 * scale), saved, "agent files", "agent.json",
+                           "weights.pt", JFBAgent.load, "agent"),
+               saved_files(rng, int(300 * scale), work / "ppo", "baseline files",
+                           "baseline.json", "policy.pt", load_baseline, None),
+               interrupts(rng, max(4, int(args.interrupts * scale)), work)]
     counts: dict[str, Counter] = {}
     crashes: list[str] = []
     start = time.perf_counter()
     for source in sources:
         for category, call in source:
-            kind, detail = outcome(call, args.limit)
+            kind, detail = outcome(call, 120.0 if category.startswith("interrupts")
+                                   else args.limit)
             counts.setdefault(category, Counter())[kind] += 1
-            if kind in ("crash", "nan leak", "hang", "unclear error"):
+            if category.startswith("interrupts"):  # the cycle's own check failed, or held
+                kind = {"clear error": "data lost", "finite": "nothing lost"}.get(kind, kind)
+            if kind in ("crash", "nan leak", "hang", "unclear error", "data lost"):
                 crashes.append(f"{category}: {kind}: {detail}")
     total = sum(counts.values(), Counter())
     record = {"seed": args.seed, "quick": args.quick, "seconds": time.perf_counter() - start,

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from jfbgym import validation
 from jfbgym.agents.checkpoint import (
     CheckpointError,
     load_state,
@@ -39,10 +40,18 @@ from jfbgym.agents.checkpoint import (
     save_state,
 )
 from jfbgym.envs.normalised import ActionScale, NormalisedActions
-from jfbgym.problems import problem_for_env, strip_namespace
+from jfbgym.problems import problem_for_env, problem_kwargs, problem_overrides, strip_namespace
 from jfbgym.problems.base import ControlProblem
 from jfbgym.problems.feedback import FeedbackLaw, ZeroControl
-from jfbgym.validation import output_dir, positive_float, positive_int, require
+from jfbgym.validation import (
+    MAX_WIDTH,
+    finite_float,
+    integer,
+    output_dir,
+    positive_float,
+    positive_int,
+    require,
+)
 
 # ----------------------------------------------------------------- references
 
@@ -236,10 +245,13 @@ def load_baseline(path: str | Path) -> tuple[RLPolicy, BaselineRun]:
     require_keys(values, ("env_id", "algo", "train_seconds", "timesteps", "seed"),
                  str(path / RUN))
     names = {f.name for f in fields(BaselineRun)}
-    if set(values) - names or values["algo"] not in ALGOS:
+    if set(values) - names or not isinstance(values["algo"], str) or values["algo"] not in ALGOS:
         raise CheckpointError(f"{path / RUN}: not a baseline description this version writes "
                               f"(keys {sorted(values)}, algo {values['algo']!r})")
-    run = BaselineRun(**values)
+    try:
+        run = check_run(BaselineRun(**values))
+    except ValueError as err:
+        raise CheckpointError(f"{path / RUN}: {err}") from err
     if not (path / POLICY).is_file():
         older = " (it holds a pickled model.zip, SB3's own format, which is never loaded: " \
                 "retrain it)" if (path / "model.zip").exists() else ""
@@ -247,8 +259,12 @@ def load_baseline(path: str | Path) -> tuple[RLPolicy, BaselineRun]:
     state = load_state(path / POLICY)
     require_keys(state, ("policy", "obs_mean", "obs_var", "clip_obs", "epsilon"),
                  str(path / POLICY))
-    env = _vec_env(run.env_id, run.env_kwargs, 1, run.seed)
-    model = _model(run.algo, env, run.seed, dict(run.hyperparams))
+    try:
+        env = _vec_env(run.env_id, run.env_kwargs, 1, run.seed)
+        model = _model(run.algo, env, run.seed, dict(run.hyperparams))
+    except (TypeError, ValueError, KeyError, AssertionError) as err:  # SB3 asserts settings
+        raise CheckpointError(f"{path / RUN}: cannot build the model it describes "
+                              f"({type(err).__name__}: {err})") from err
     load_weights(model.policy, state["policy"], path / POLICY)
     model.policy.set_training_mode(False)
     n_obs = env.observation_space.shape[0]
@@ -257,7 +273,36 @@ def load_baseline(path: str | Path) -> tuple[RLPolicy, BaselineRun]:
                                                                 and (var >= 0).all()):
         raise CheckpointError(f"{path / POLICY}: expected finite observation statistics of "
                               f"shape ({n_obs},), got {mean.shape} and {var.shape}")
+    scalars = [state[k] for k in ("clip_obs", "epsilon")]
+    if not all(isinstance(s, torch.Tensor) and s.numel() == 1 and bool(torch.isfinite(s).all())
+               and float(s) > 0 for s in scalars):
+        raise CheckpointError(f"{path / POLICY}: clip_obs and epsilon must be positive numbers")
     problem = env.envs[0].unwrapped.problem
     env.close()
     return RLPolicy(model, ActionScale.of(problem), mean, var, float(state["clip_obs"]),
                     float(state["epsilon"])), run
+
+
+def check_run(run: BaselineRun) -> BaselineRun:
+    """``run`` if every field has its type and range (the settings that size the model
+    included), else ``ValueError`` naming the field."""
+    problem_kwargs(strip_namespace(run.env_id))  # a registered id
+    finite_float(run.train_seconds, "train_seconds", 0.0)
+    integer(run.timesteps, "timesteps", 0)
+    validation.seed(run.seed)
+    problem_overrides(run.env_kwargs, "env_kwargs")
+    integer(run.n_envs, "n_envs", 1, 1024)
+    require(isinstance(run.curve, list), "curve", "a list", type(run.curve).__name__)
+    require(isinstance(run.hyperparams, dict), "hyperparams", "a dict of SB3 settings",
+            type(run.hyperparams).__name__)
+    sizes = dict(run.hyperparams.get("policy_kwargs") or {}).get("net_arch", [])
+    require(isinstance(sizes, list) and len(sizes) <= 16, "hyperparams.policy_kwargs.net_arch",
+            "a list of at most 16 layer widths", sizes)
+    for width in sizes:
+        integer(width, "hyperparams.policy_kwargs.net_arch", 1, MAX_WIDTH)
+    for key in ("n_steps", "batch_size", "buffer_size", "n_epochs", "train_freq",
+                "gradient_steps", "learning_starts"):
+        if key in run.hyperparams:
+            integer(run.hyperparams[key], f"hyperparams.{key}", 0 if key == "learning_starts"
+                    else 1, 10**7)
+    return run

@@ -574,3 +574,22 @@ def test_fuzz_checkpoint_bytes(lq_run, tmp_path_factory, data) -> None:
         assert str(err).startswith(str(path))
         return
     assert isinstance(state, dict)
+
+
+@pytest.mark.parametrize("edit", [{"seed": 2**70}, {"env_kwargs": ["x"]},
+                                  {"hyperparams": {"policy_kwargs": {"net_arch": [10**9]}}},
+                                  {"hyperparams": {"batch_size": -1}},
+                                  {"hyperparams": {"no_such_setting": 1}}, {"env_id": [1]}])
+def test_a_malformed_baseline_json_is_one_error_naming_the_file(tmp_path, edit) -> None:
+    pytest.importorskip("stable_baselines3")
+    from jfbgym.baselines import load_baseline, train_baseline
+
+    out = tmp_path / "ppo"
+    train_baseline("Quadrotor-v0", "ppo", minutes=0.005, out=str(out), n_envs=1,
+                   hyperparams={"n_steps": 64, "batch_size": 32})
+    values = json.loads((out / "baseline.json").read_text())
+    for key, value in edit.items():
+        values[key] = {**values[key], **value} if key == "hyperparams" else value
+    (out / "baseline.json").write_text(json.dumps(values))
+    with pytest.raises(CheckpointError, match=f"^{out / 'baseline.json'}: "):
+        load_baseline(out)

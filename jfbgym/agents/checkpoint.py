@@ -199,7 +199,8 @@ def load_state(path: str | Path, device: str | torch.device | None = None) -> di
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the checkpoint file is empty")
     try:
-        state = torch.load(path, map_location=device or "cpu", weights_only=True)
+        with deferred_interrupts():  # inside torch.load, Ctrl-C would become a RuntimeError
+            state = torch.load(path, map_location=device or "cpu", weights_only=True)
     except pickle.UnpicklingError as err:  # code, or a type outside the allow-list
         raise CheckpointError(f"{path}: refused to load: the file holds objects other than "
                               f"tensors and plain data ({first_line(err)})") from err

@@ -540,7 +540,12 @@ def _train(config: TrainConfig, progress: bool, callback: Callable[[Agent, dict]
                 run.save(run.snapshot())
         else:
             status = reason
-            if validated == run.iteration:  # else the steps since are unchecked: dropped
+            if validated != run.iteration:  # the steps since the last validation, checked now
+                cost = run.validate()
+                if math.isfinite(cost) and cost <= val_cost + config.blowup * abs(val_cost):
+                    validated = run.iteration
+                    run.observe_validation(cost)
+            if validated == run.iteration:  # else they blew up: dropped
                 last_good = run.snapshot()
     except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: stop mid-iteration
         status = "interrupted"
