@@ -252,7 +252,7 @@ def interrupts(rng: random.Random, n: int, folder: Path) -> Iterator[tuple[str, 
             before = load_state(out / "checkpoint.pt")["iteration"] \
                 if (out / "checkpoint.pt").is_file() else 0
             run = subprocess.Popen([sys.executable, "-m", "jfbgym", "train", *flags],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             time.sleep(wait)
             if how == "SIGKILL":
                 run.kill()
@@ -263,15 +263,16 @@ def interrupts(rng: random.Random, n: int, folder: Path) -> Iterator[tuple[str, 
                     time.sleep(rng.uniform(0.0, 0.3))
                     if run.poll() is None:
                         run.send_signal(sig)
-            _, err = run.communicate(timeout=120)
+            err, _ = run.communicate(timeout=120)
             if "Traceback" in err:
                 raise RuntimeError(f"{how}: traceback: {err[-300:]}")
             if not (out / "checkpoint.pt").is_file():
                 return  # stopped before the first save: nothing had been trained
             state = load_state(out / "checkpoint.pt")  # raises if torn
             rows = len((out / "log.csv").read_text().strip().splitlines()) - 1
-            if how in ("SIGINT", "SIGTERM") and run.returncode == 130 and \
-                    state["iteration"] != rows:
+            trained = "stopping after this iteration" in err  # else stopped while starting,
+            # before the log was rewritten from the checkpoint (rows of a SIGKILLed run remain)
+            if how in ("SIGINT", "SIGTERM") and trained and state["iteration"] != rows:
                 raise ValueError(f"data lost: {how} kept {state['iteration']} of {rows}")
             if state["iteration"] < before:
                 raise ValueError(f"data lost: {how} went back from {before} to "

@@ -1,5 +1,3 @@
-import sys
+from jfbgym.cli import run
 
-from jfbgym.cli import main
-
-sys.exit(main())
+run()
