@@ -21,8 +21,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from jfbgym.problems import problem_for_env, problem_kwargs, problem_overrides, strip_namespace
+from jfbgym.problems import (
+    ENV_SPECS,
+    problem_for_env,
+    problem_kwargs,
+    problem_overrides,
+    strip_namespace,
+)
 from jfbgym.problems.base import ControlProblem, Time, Trajectory, real_tensor
+from jfbgym.problems.registry import is_import_path
 from jfbgym.validation import require
 
 from .checkpoint import (
@@ -84,8 +91,10 @@ class Agent:
     # ---------------------------------------------------------------- config
     def config(self) -> dict:
         """The settings that rebuild this agent (the ``agent`` part of a run's config.json)."""
+        cls = type(self.problem)
         return {"kind": self.kind, "env_id": self.env_id, "env_kwargs": self.env_kwargs,
                 "problem_name": self.problem.name, "problem": self.problem.config(),
+                "problem_class": f"{cls.__module__}:{cls.__qualname__}",
                 "dtype": str(self.problem.dtype).replace("torch.", ""),
                 **self.network_config()}
 
@@ -112,8 +121,8 @@ class Agent:
                                   f"{cfg['dtype']!r}")
         device = device or config.get("device", "cpu")
         try:
-            problem = problem_for_env(cfg["env_id"], dtype=DTYPES[cfg["dtype"]], device=device,
-                                      **problem_overrides(cfg["env_kwargs"], "env_kwargs"))
+            env, kwargs = rebuild_spec(cfg)
+            problem = problem_for_env(env, dtype=DTYPES[cfg["dtype"]], device=device, **kwargs)
             agent = cls._build(cfg, problem)
         except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
             raise CheckpointError(f"{where}: cannot build the agent it describes: {err}") \
@@ -291,6 +300,19 @@ def visited_state_normalisation(agent: Agent, batch: int = 256, seed: int = 0
     visits (``visited_states``)."""
     states, x0 = visited_states(agent, batch, seed)
     return (*input_normalisation(states, agent.problem.horizon), x0)
+
+
+def rebuild_spec(cfg: Mapping[str, Any]) -> tuple[str, dict]:
+    """(env id or import path, problem keywords) that rebuild the problem of a saved agent's
+    ``cfg``: its env id where this process knows it, else the problem's class by its import
+    path (a problem registered by the user's code in the training process) with the saved
+    problem settings."""
+    env_id, kwargs = cfg["env_id"], problem_overrides(cfg["env_kwargs"], "env_kwargs")
+    known = is_import_path(env_id) or strip_namespace(env_id) in ENV_SPECS
+    path = cfg.get("problem_class")
+    if known or not isinstance(path, str):
+        return env_id, kwargs
+    return path, problem_overrides(cfg["problem"], "problem")
 
 
 def agent_class(kind: str) -> type[Agent]:

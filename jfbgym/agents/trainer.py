@@ -311,7 +311,10 @@ class Trainer:
         require(isinstance(config["agent"], dict), "resume", f"an agent in {self.out}",
                 type(config["agent"]).__name__)
         saved = {"kind": "jfb", **config["agent"]}  # older runs: no kind
-        require(saved == json.loads(json.dumps(self.agent.config())), "resume",
+        current = json.loads(json.dumps(self.agent.config()))
+        if "problem_class" not in saved:  # older runs did not record it
+            current.pop("problem_class")
+        require(saved == current, "resume",
                 f"the agent settings of {self.out} (env, problem, network, solver, dtype)",
                 self.agent.config())
         state = load_state(checkpoint, self.problem.device)

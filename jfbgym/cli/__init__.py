@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from types import ModuleType
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None and not argv else 2
     name, rest = argv[0], argv[1:]
+    if os.getcwd() not in sys.path and "" not in sys.path:  # 'module:Class' from here, as
+        sys.path.insert(0, os.getcwd())  # python -m does (the console script does not)
     module, args = parse_subcommand(name, rest)
     try:
         import torch

@@ -78,7 +78,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("env", nargs="?", default=None, help="env id, e.g. QuadSwarm-v0")
+    from jfbgym.problems.registry import ENV_SPECS
+
+    parser.add_argument("env", nargs="?", default=None,
+                        help=f"an env id ({', '.join(sorted(ENV_SPECS))}) or a problem class "
+                             "by import path, module:Class")
     add_config_arguments(parser)
 
 

@@ -24,6 +24,7 @@ from .registry import (
 
 _LAZY = {name: ".base" for name in ("ControlProblem", "InnerSolution", "NewtonOptions",
                                      "Trajectory")}
+_LAZY["check_derivatives"] = ".derivatives"
 
 
 def __getattr__(name: str) -> Any:
@@ -39,6 +40,7 @@ __all__ = [
     "InnerSolution",
     "NewtonOptions",
     "Trajectory",
+    "check_derivatives",
     "make_problem",
     "problem_class",
     "problem_for_env",

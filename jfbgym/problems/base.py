@@ -34,6 +34,7 @@ Policy = Callable[[Tensor, Tensor], Tensor]
 MAX_NEIGHBOURS = 8  # default neighbours in a per-agent observation
 MAX_HORIZON = 1e4  # longer horizons overflow the problems' float32 costs
 MAX_BATCH = 2**31 - 1  # samples in one batch: torch's sizes are C ints on some paths
+PD_FLOOR = 1e-6  # eigenvalues of H_uu floored at this fraction of the largest (default solve)
 TIME_SLACK = 1e-5  # times this fraction of T outside [0, T] are rounding (float32 observations)
 
 
@@ -189,8 +190,20 @@ class ControlProblem(torch.nn.Module):
         return x.reshape(x.shape[0], self.n_agents, x.shape[1] // self.n_agents)
 
     def config(self) -> dict:
-        """JSON-serialisable keyword arguments that rebuild this problem via ``make_problem``."""
-        raise NotImplementedError
+        """JSON-serialisable keyword arguments that rebuild this problem via ``make_problem``.
+        Default: every ``__init__`` argument but ``dtype`` and ``device``, read from the
+        attribute of the same name (so a problem that stores its arguments needs none)."""
+        import inspect
+
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        names = [name for name, param in inspect.signature(type(self).__init__).parameters.items()
+                 if param.kind in kinds and name not in ("self", "dtype", "device")]
+        missing = [name for name in names if not hasattr(self, name)]
+        if missing:
+            raise NotImplementedError(
+                f"{type(self).__name__}.config: store each __init__ argument as an attribute of "
+                f"the same name ({missing} are not), or define config()")
+        return {name: getattr(self, name) for name in names}
 
     def extra_repr(self) -> str:
         return (f"n_agents={self.n_agents}, state_dim={self.state_dim}, "
@@ -292,21 +305,38 @@ class ControlProblem(torch.nn.Module):
         """G(z), shape (B,), weight included."""
         raise NotImplementedError
 
+    # The derivatives below have defaults from ``dynamics``, ``running_cost`` and
+    # ``terminal_cost`` by ``torch.func`` (``grad`` of the batch sum: samples are independent,
+    # so no ``vmap`` is needed and any batched torch code works); they stay differentiable for
+    # training. The shipped problems override them analytically (several times faster in the
+    # inner loop); ``jfbgym.problems.check_derivatives`` tests an override against them.
     def grad_terminal_cost(self, z: Tensor) -> Tensor:
         """∇_z G, shape (B, n)."""
-        raise NotImplementedError
+        from torch.func import grad
+
+        return grad(lambda z1: self.terminal_cost(z1).sum())(z)
 
     def grad_u_hamiltonian(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
-        """∇_u H = ∇_u L + (∂f/∂u)ᵀ p, analytic, shape (B, m)."""
-        raise NotImplementedError
+        """∇_u H = ∇_u L + (∂f/∂u)ᵀ p, shape (B, m)."""
+        from torch.func import grad
+
+        return grad(lambda u1: self._hamiltonian_sum(t, z, p, u1))(u)
 
     def grad_z_hamiltonian(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
-        """∇_z H = ∇_z L + (∂f/∂z)ᵀ p, analytic, shape (B, n)."""
-        raise NotImplementedError
+        """∇_z H = ∇_z L + (∂f/∂z)ᵀ p, shape (B, n)."""
+        from torch.func import grad
+
+        return grad(lambda z1: self._hamiltonian_sum(t, z1, p, u))(z)
 
     def hessian_u_matvec(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor) -> Tensor:
-        """(∇²_uu H) v without forming the matrix, shape (B, m)."""
-        raise NotImplementedError
+        """(∇²_uu H) v without forming the matrix, shape (B, m) (default: forward-over-reverse
+        ``torch.func.jvp`` of ∇_u H)."""
+        from torch.func import jvp
+
+        return jvp(lambda u1: self.grad_u_hamiltonian(t, z, p, u1), (u,), (v,))[1]
+
+    def _hamiltonian_sum(self, t: Time, z: Tensor, p: Tensor, u: Tensor) -> Tensor:
+        return (self.running_cost(t, z, u) + (p * self.dynamics(t, z, u)).sum(-1)).sum()
 
     def hessian_u_max_eigenvalue(self, t: Time, z: Tensor, p: Tensor, u: Tensor
                                  ) -> Tensor | None:
@@ -316,12 +346,25 @@ class ControlProblem(torch.nn.Module):
 
     def hessian_u_solve(self, t: Time, z: Tensor, p: Tensor, u: Tensor, v: Tensor,
                         damping: float = 0.0) -> Tensor:
-        """(∇²_uu H + damping·I)⁻¹ v from per-agent blocks (or a low-rank update), (B, m).
+        """(∇²_uu H + damping·I)⁻¹ v, (B, m).
 
-        Where H is not convex in u, problems solve with a positive-definite modification of
-        the Hessian (documented in the subclass) so that Newton directions descend.
+        Where H is not convex in u, the solve uses a positive-definite modification of the
+        Hessian, so that Newton directions descend. Default: the (B, m, m) Hessian from
+        ``hessian_u_matvec`` of the unit vectors (one ``vmap``), symmetrised, its eigenvalues
+        replaced by their absolute values floored at ``PD_FLOOR`` times the largest; fine for
+        controls of up to a few hundred entries. The shipped problems override it with their
+        per-agent blocks (or a low-rank update).
         """
-        raise NotImplementedError
+        from torch.func import vmap
+
+        eye = torch.eye(self.control_dim, dtype=u.dtype, device=u.device)
+        columns = vmap(lambda e: self.hessian_u_matvec(t, z, p, u, e.expand_as(u)))(eye)
+        H = columns.permute(1, 2, 0)  # (B, m, m): column j is H e_j
+        lam, Q = torch.linalg.eigh(0.5 * (H + H.transpose(1, 2)))
+        floor = PD_FLOOR * lam.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+        lam = lam.abs().clamp_min(floor) + damping
+        w = (Q.transpose(1, 2) @ v.unsqueeze(-1)).squeeze(-1) / lam
+        return (Q @ w.unsqueeze(-1)).squeeze(-1)
 
     def sample_initial_states(self, batch: int, generator: torch.Generator | None = None
                               ) -> Tensor:
@@ -380,12 +423,19 @@ class ControlProblem(torch.nn.Module):
         return torch.zeros(z.shape[0], self.control_dim, dtype=z.dtype, device=z.device)
 
     def action_box(self) -> tuple[Tensor, Tensor]:
-        """Finite (low, high), each (m,), containing every control an optimal policy uses.
+        """(low, high), each (m,), containing every control an optimal policy uses.
 
         Environments expose it as their action space and clip actions onto it; it is part of the
         problem because choosing it takes the problem's mathematics (see each subclass).
+        Default: ``control_bounds`` where the problem has them, else unbounded (JFB, the
+        environments and evaluation need no box; RL baselines and the direct policy need a
+        finite one, ``action_scale``).
         """
-        raise NotImplementedError
+        bounds = self.control_bounds
+        if bounds is not None:
+            return bounds
+        inf = torch.full((self.control_dim,), torch.inf, dtype=self.dtype, device=self.device)
+        return -inf, inf
 
     def action_scale(self) -> tuple[Tensor, Tensor]:
         """(centre, half-width), each (m,): the range a *normalised* action a ∈ [−1, 1]ᵐ maps
@@ -394,6 +444,9 @@ class ControlProblem(torch.nn.Module):
         itself; a problem whose box is much wider than its sensible controls (to be safe for
         any costate) narrows it around its nominal control."""
         low, high = self.action_box()
+        require(bool(torch.isfinite(low).all() and torch.isfinite(high).all()), "action_box",
+                f"a finite box for RL baselines and the direct policy (define "
+                f"{type(self).__name__}.action_box)", "an unbounded one")
         return 0.5 * (low + high), 0.5 * (high - low)
 
     def value_prior(self, t: Time, z: Tensor) -> tuple[Tensor, Tensor] | None:

@@ -65,8 +65,7 @@ def problem_class(name: str) -> type[ControlProblem]:
     """The class registered under ``name``."""
     require(name in PROBLEMS, "name", f"one of {sorted(PROBLEMS)}", name)
     if name not in _CLASSES:
-        module, cls = PROBLEMS[name].split(":")
-        _CLASSES[name] = getattr(importlib.import_module(module), cls)
+        _CLASSES[name] = load_class(PROBLEMS[name], "problem")
     return _CLASSES[name]
 
 
@@ -93,12 +92,73 @@ def strip_namespace(env_id: str) -> str:
     return env_id.split(":", 1)[1] if env_id.startswith("jfbgym:") else env_id
 
 
+def is_import_path(env_id: str) -> bool:
+    """Whether ``env_id`` names a problem class by ``"module:Class"`` (after the optional
+    ``jfbgym:`` namespace) rather than a registered id."""
+    return ":" in strip_namespace(env_id)
+
+
+def import_problem(path: str, name: str = "env_id") -> str:
+    """Register the ``ControlProblem`` subclass at ``"module:Class"`` under that path as its
+    problem name (imported now, so a missing module is named at once); returns the name."""
+    if path not in _CLASSES:
+        _CLASSES[path] = load_class(path, name)
+        PROBLEMS[path] = path
+    return path
+
+
+def load_class(path: str, name: str) -> type[ControlProblem]:
+    """The ``ControlProblem`` subclass at ``"module:Class"``; ``ValueError`` naming ``name``
+    when the module cannot be imported or holds no such class."""
+    module, _, cls = path.partition(":")
+    require(module != "" and cls != "", name, "'module:Class'", path)
+    if module == "__main__":
+        raise ValueError(f"{name}: {path!r} was defined in a script (__main__), which another "
+                         "process cannot import: move the class into a module and use "
+                         "'module:Class'")
+    try:
+        target: Any = importlib.import_module(module)
+    except ImportError as err:
+        raise ValueError(f"{name}: cannot import module {module!r} of {path!r} ({err})") \
+            from err
+    for part in cls.split("."):
+        target = getattr(target, part, None)
+    from .base import ControlProblem
+
+    require(isinstance(target, type) and issubclass(target, ControlProblem), name,
+            f"a ControlProblem subclass at {path!r}", type(target).__name__)
+    return target
+
+
 def problem_kwargs(env_id: str, **overrides: Any) -> tuple[str, dict]:
-    """The problem name and keyword arguments an env id stands for, ``overrides`` applied."""
+    """The problem name and keyword arguments an env id stands for, ``overrides`` applied; an
+    import path ``"module:Class"`` stands for that class with its own defaults."""
     env_id = strip_namespace(env_id)
-    require(env_id in ENV_SPECS, "env_id", f"one of {sorted(ENV_SPECS)}", env_id)
+    if is_import_path(env_id):
+        return import_problem(env_id), dict(overrides)
+    require(env_id in ENV_SPECS, "env_id", f"one of {sorted(ENV_SPECS)} or an import path "
+            "'module:Class'", env_id)
     name, defaults = ENV_SPECS[env_id]
     return name, {**defaults, **overrides}
+
+
+ENTRY_POINTS = "jfbgym.envs"  # entry-point group: env id = "module:Class" of a package
+
+
+def register_entry_points() -> list[str]:
+    """Register the env ids that installed packages declare in the ``jfbgym.envs``
+    entry-point group (``MyProblem-v0 = "mypkg.problems:MyProblem"``), without importing them;
+    returns the new ids."""
+    from importlib.metadata import entry_points
+
+    added = []
+    for entry in entry_points(group=ENTRY_POINTS):
+        if entry.name in ENV_SPECS or ":" not in entry.value:
+            continue
+        PROBLEMS.setdefault(entry.value, entry.value)
+        ENV_SPECS[entry.name] = (entry.value, {})
+        added.append(entry.name)
+    return added
 
 
 def problem_overrides(kwargs: Any, name: str = "problem_kwargs") -> dict:
