@@ -38,6 +38,10 @@ from jfbgym.cli import main as _main
 from jfbgym.envs.control_env import ControlEnv, ControlVectorEnv
 from jfbgym.problems import make_problem
 
+# A hang guard, not a timing check: every refusal here takes milliseconds; what a bound has to
+# catch is a loop that never ends or an allocator grinding through gigabytes (the memory checks
+# below measure that directly).
+HANG = 60.0
 LQ = {"env_id": "LinearQuadratic-v0", "batch": 4, "val_batch": 4, "width": 8, "rank": 2}
 TINY = ["LinearQuadratic-v0", "--batch", "4", "--val-batch", "4", "--width", "8", "--rank", "2"]
 
@@ -221,7 +225,7 @@ def test_resume_refuses_a_damaged_checkpoint_naming_it(lq_run, tmp_path, how) ->
     start = time.perf_counter()
     with pytest.raises(CheckpointError, match=f"^{run / CHECKPOINT}: "):
         train(TrainConfig(**LQ, iters=5, out=str(run), resume="always"), progress=False)
-    assert time.perf_counter() - start < 30
+    assert time.perf_counter() - start < HANG
 
 
 def test_a_flipped_bit_in_tensor_data_fails_the_checksum(lq_run, tmp_path) -> None:
@@ -285,7 +289,7 @@ def test_a_malformed_agent_json_is_one_error_naming_the_file(saved_agent, tmp_pa
     start = time.perf_counter()
     with pytest.raises(CheckpointError, match=f"^{folder / AGENT_JSON}: "):
         JFBAgent.load(folder)
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < HANG
 
 
 def test_deep_nesting_and_text_weights_are_clear_errors(saved_agent, tmp_path) -> None:
@@ -341,6 +345,13 @@ def test_a_cached_prior_with_bad_tables_is_ignored_and_rebuilt(tmp_path, monkeyp
     assert torch.isfinite(again(0.0, x)[0]).all()
 
 
+def peak_memory() -> int:
+    """This process's peak resident memory so far, bytes."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 # --- 8. absurd sizes, refused before allocating -------------------------------------------------
 @pytest.mark.parametrize("flags, name", [
     (["--threads", "100000"], "--threads"), (["--width", str(10**9)], "width"),
@@ -348,11 +359,11 @@ def test_a_cached_prior_with_bad_tables_is_ignored_and_rebuilt(tmp_path, monkeyp
     (["--val-batch", str(10**9)], "val_batch"), (["--lr", "1e308"], "lr"),
     (["--seed", str(2**70)], "seed"), (["--n-agents", str(10**9)], "n_agents")])
 def test_absurd_sizes_from_the_cli_are_refused_at_once(tmp_path, capsys, flags, name) -> None:
-    start = time.perf_counter()
+    start, before = time.perf_counter(), peak_memory()
     assert cli(["train", *TINY, "--iters", "1", "--out", str(tmp_path / "r"), *flags]) == 2
     err = capsys.readouterr().err
     assert name in err and "Traceback" not in err and len(err.strip().splitlines()) <= 3
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < HANG and peak_memory() - before < 2**28
 
 
 @pytest.mark.parametrize("command", [["evaluate", "--pretrained", "LinearQuadratic-v0",
@@ -363,15 +374,15 @@ def test_absurd_sizes_in_other_commands(capsys, command) -> None:
     start = time.perf_counter()
     assert cli(command) == 2
     assert "Traceback" not in capsys.readouterr().err
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < HANG
 
 
 @pytest.mark.parametrize("problem", ["MultiBicycle", "ConsumptionSavings", "QuadSwarm"])
-def test_a_billion_agents_is_refused_at_once(problem) -> None:
-    start = time.perf_counter()
+def test_a_billion_agents_is_refused_before_allocating(problem) -> None:
+    before = peak_memory()
     with pytest.raises(ValueError, match="^n_agents: too large"):
         make_problem(problem, n_agents=10**9)
-    assert time.perf_counter() - start < 2
+    assert peak_memory() - before < 2**28  # was 8 GB of per-agent lists before the refusal
 
 
 # --- 9. env inputs -------------------------------------------------------------------------------
@@ -441,7 +452,7 @@ def test_a_video_path_is_checked_before_rendering(tmp_path, capsys) -> None:
     assert cli(["render", "--pretrained", "LinearQuadratic-v0", "--out",
                 str(tmp_path / "video.txt")]) == 2
     assert "a video file name ending in one of .mp4" in capsys.readouterr().err
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < HANG
 
 
 def test_demo_refuses_more_episodes_than_it_can_score(capsys) -> None:
@@ -486,7 +497,7 @@ def _clear_or_finite(call, *finite_checks) -> None:
         assert "\n" not in str(err).strip() and ":" in str(err), err
         return
     finally:
-        assert time.perf_counter() - start < 10
+        assert time.perf_counter() - start < HANG
     for value in finite_checks or (result,):
         assert np.isfinite(np.asarray(value, dtype=np.float64)).all(), result
 
@@ -554,7 +565,7 @@ def test_fuzz_cli_numbers(tmp_path_factory, flag, value) -> None:
         assert exit_.code == 2
     except ValueError as err:
         assert "\n" not in str(err).strip(), err
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < HANG
 
 
 @FUZZ
