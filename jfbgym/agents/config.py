@@ -72,12 +72,10 @@ class TrainConfig:
                      "expansion of the value around optimal trajectories from the mean initial "
                      "state), none")
     prior_branches: int = arg(4, "most branches (locally optimal ways to fly) the local prior "
-                              "takes the least of; 1: one expansion from the mean initial state "
-                              "(measured, QuadSwarm prior alone: +6.4% with 1, +4.2% with the 2 it finds)")
+                              "takes the least of; 1: one expansion from the mean initial state")
     normalise: str = arg("auto", "normalise the network's inputs by the states the initial "
                          "policy visits: on, off, or auto (on, except over the problem's own "
-                         "value prior, whose relative correction is already in natural units: "
-                         "measured, normalising there costs ConsumptionSavings 0.6% -> 3.5%)")
+                         "value prior, whose relative correction is already in natural units)")
     costate_weight: float = arg(0.0, "weight of the costate-matching penalty: grad Phi against "
                                 "the rollout's discrete adjoint (relative squared error)")
     hjb_weight: float = arg(0.0, "weight of the HJB-residual penalty along the rollouts")
@@ -94,13 +92,10 @@ class TrainConfig:
     val_batch: int = arg(100, "fixed held-out validation states")
     val_every: int = arg(10, "validate every this many iterations")
     lr: float | None = arg(None, "Adam learning rate (peak, after warm-up); default by prior: "
-                           "1e-3 over the local prior (measured on QuadSwarm, gap after 100 "
-                           "iterations / 10 / 30 CPU-min: 5e-4 5.2/3.2/2.4%, 1e-3 3.7/2.9/1.7%; "
-                           "2e-3 never beat the prior in 100 iterations), "
-                           "1e-2 otherwise")
+                           "1e-3 over the local prior (the largest rate that never failed to "
+                           "improve on it), 1e-2 otherwise")
     grad_clip: float | None = arg(None, "clip the gradient's global norm to this; default by "
-                                  "agent: 1 for direct (measured on QuadSwarm, 2 minutes: 44 "
-                                  "with it, divergence past 1e5 without), none for jfb")
+                                  "agent: 1 for direct (it diverges without), none for jfb")
     schedule: str = arg("cosine", "learning-rate schedule: cosine (to zero at the end of the "
                         "budget), plateau (halve when validation stalls), constant")
     warmup: int = arg(20, "iterations of linear learning-rate warm-up")
@@ -117,11 +112,11 @@ class TrainConfig:
     recompute: bool = arg(False, "keep only each time step's state and control, and recompute "
                           "its value-network graph in the backward pass (activation "
                           "checkpointing): memory of one step instead of all nt, for swarms "
-                          "of thousands; measured in bench/scale.py")
+                          "of thousands (bench/scale.py)")
     compile: bool = arg(False, "run the costate (value network and prior) through "
-                        "torch.compile: measured on QuadSwarm-v0, one thread, a step 17-25% "
-                        "cheaper after a first step of 5-8 CPU-s compiling (bench/scale.py "
-                        "--compile off on); stays eager, with a warning, where compilation fails")
+                        "torch.compile: cheaper steps after a first one spent compiling "
+                        "(bench/scale.py --compile off on); stays eager, with a warning, where "
+                        "compilation fails")
     seed: int = arg(0, "seed of weights, minibatches and validation states")
     dtype: str = arg("float32", "float32 or float64")
     device: str = arg("cpu", "torch device, e.g. cpu or cuda")

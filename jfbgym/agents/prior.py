@@ -13,20 +13,18 @@ instead of spending its first minute escaping a random costate.
 
 Branches: a non-convex problem can have several locally optimal ways to fly, and which is best
 depends on the initial state (a quadrotor either climbs above its target and comes down, or
-flies straight in: measured on Quadrotor-v0, the second is cheaper for 29% of the states drawn
-from ρ, by up to 13%). One quadratic expansion describes one of them; its gradient is
+flies straight in, whichever is cheaper from where it starts). One quadratic expansion describes one of them; its gradient is
 meaningless along the other. So ``build_local_value`` finds the branches from open-loop optima
 of states sampled from ρ, solves each branch's nominal from the mean of the samples that prefer
 it, and V₀ = min_b V_b: the viscosity-solution structure of a value function, each branch
-valid where it is the cheapest. Measured (prior alone, 100 held-out states): Quadrotor-v0
-+2.6% with one nominal, +2.0% with two branches; QuadSwarm-v0 +6.4% against +4.2%.
+valid where it is the cheapest (what each costs and gains: docs/results.md).
 
 Swarms: a problem whose cost is (close to) a weighted sum of identical single-agent costs
 (``ControlProblem.agent_decomposition``) gets the expansions of that *single-agent* problem,
 lifted: V₀(t, z) = w Σ_i min_b V_b(t, z_i − o_i), each agent on its own branch. Its size is
 independent of N (12-dimensional expansions for any number of quadrotors), and it is what makes
 the prior work for swarms: the joint expansion around the mean initial state (every drone at
-one point) is poor there (measured, QuadSwarm N = 6: J = 93.6 against 13.5 for the optimum).
+one point) describes no drone's actual path.
 """
 
 from __future__ import annotations
