@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -284,6 +285,36 @@ def riccati_pass(problem: ControlProblem, states: Tensor, grads: Tensor, stages:
             Ss.append(S)
     return (torch.stack(Ks[::-1], 1), torch.stack(ks[::-1], 1),
             torch.stack(Ss[::-1], 1) if hessians else None, linear, quadratic, failed)
+
+
+class LocalExpansion(NamedTuple):
+    """The cost-to-go along trajectories and its first two derivatives in the state, per
+    trajectory: ``states`` z̄_k and ``costates`` λ_k (B, nt + 1, n), ``hessians`` S_k
+    (B, nt + 1, n, n), ``values`` V̄_k (B, nt + 1)."""
+
+    states: Tensor
+    costates: Tensor
+    hessians: Tensor
+    values: Tensor
+
+
+def local_expansion(problem: ControlProblem, x0: Tensor, controls: Tensor) -> LocalExpansion:
+    """The second-order expansion V(t_k, z) ≈ V̄_k + λ_kᵀ(z − z̄_k) + ½(z − z̄_k)ᵀS_k(z − z̄_k) of
+    the cost-to-go along the trajectories of ``controls`` (B, nt, m) from ``x0`` (B, n): the
+    discrete adjoint and the Hessians of Newton's backward pass (undamped). At an open-loop
+    optimum this is the neighbouring-optimal value (Bryson & Ho, *Applied Optimal Control*,
+    ch. 6), what the local value prior is made of. In ``problem``'s dtype; dense (n × n) per
+    step, so for states of moderate size."""
+    with torch.no_grad():
+        traj = problem.rollout(controls, x0)
+    states, applied = traj.states, traj.controls
+    lams, grads = adjoint(problem, states, applied)
+    stages = stage_matrices(problem, states, applied, lams)
+    zero = torch.zeros(states.shape[0], dtype=states.dtype, device=states.device)
+    S = riccati_pass(problem, states, grads, stages, zero, hessians=True)[2]
+    running = traj.running_costs
+    to_go = torch.cat([running.flip(1).cumsum(1).flip(1), torch.zeros_like(running[:, :1])], 1)
+    return LocalExpansion(states, lams, S, to_go + traj.terminal_cost[:, None])
 
 
 def _newton_step(problem: ControlProblem, x0: Tensor, Z: Tensor, U: Tensor, J: Tensor,

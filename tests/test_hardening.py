@@ -326,11 +326,11 @@ def test_weights_of_the_wrong_kind_are_refused(saved_agent, tmp_path, kind) -> N
 
 # --- 7. a corrupt prior cache: tests/test_prior.py (garbage); here, tables out of range -------
 def test_a_cached_prior_with_bad_tables_is_ignored_and_rebuilt(tmp_path, monkeypatch) -> None:
-    from jfbgym.agents import prior
+    from jfbgym.agents import cache, prior
     from jfbgym.problems import problem_for_env
 
     problem = problem_for_env("LinearQuadratic-v0", dtype=torch.float64)
-    monkeypatch.setenv(prior.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(prior, "_BUILT", {})
     built = prior.build_local_value(problem)
     (path,) = tmp_path.glob("local-value-*.pt")

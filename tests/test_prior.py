@@ -124,10 +124,10 @@ def test_quadrotor_has_two_branches_and_the_least_one_flies_better() -> None:
 def test_a_built_prior_is_kept_on_disk_and_read_back(tmp_path, monkeypatch) -> None:
     """The next process reads the prior instead of building it (same tensors); a corrupt
     cache file is reported and rebuilt; ``off`` writes nothing."""
-    from jfbgym.agents import prior
+    from jfbgym.agents import cache, prior
 
     problem = problem_for_env("LinearQuadratic-v0", dtype=F64)
-    monkeypatch.setenv(prior.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(prior, "_BUILT", {})
     built = build_local_value(problem)
     (path,) = tmp_path.glob("local-value-*.pt")
@@ -147,12 +147,12 @@ def test_a_built_prior_is_kept_on_disk_and_read_back(tmp_path, monkeypatch) -> N
     with pytest.warns(UserWarning, match="ignoring the cached value prior"):
         again = build_local_value(problem)
     assert torch.equal(again.hessians, built.hessians)
-    assert prior._read_cache(path, next(iter(prior._BUILT))) is not None  # rewritten
+    assert cache.read("local-value", next(iter(prior._BUILT))) is not None  # rewritten
 
     monkeypatch.chdir(tmp_path)  # were "off" read as a folder name, it would appear here
     off = tmp_path / "off"
-    monkeypatch.setenv(prior.CACHE_ENV, "off")
+    monkeypatch.setenv(cache.CACHE_ENV, "off")
     monkeypatch.setattr(prior, "_BUILT", {})
     build_local_value(problem)
-    assert prior.cache_dir() is None and not off.exists()
+    assert cache.cache_dir() is None and not off.exists()
     assert len(list(tmp_path.glob("local-value-*.pt"))) == 1

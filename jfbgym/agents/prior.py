@@ -30,13 +30,9 @@ one point) describes no drone's actual path.
 from __future__ import annotations
 
 import copy
-import functools
-import hashlib
 import inspect
 import json
-import os
 import warnings
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -44,14 +40,15 @@ from torch import Tensor, nn
 from jfbgym.problems.base import ControlProblem, Time
 from jfbgym.validation import finite_float, positive_int, require, require_memory
 
-from .checkpoint import CheckpointError, load_state, load_weights, save_state
+from . import cache
+from .cache import code_version
+from .checkpoint import CheckpointError, load_weights
 
 NOMINAL_SAMPLES = 4096  # draws from ρ averaged into the nominal initial state
 BRANCH_SAMPLES = 64  # single-agent states drawn from ρ whose optima reveal the branches
 MAX_BRANCHES = 4
 MIN_SHARE = 0.05  # a branch fewer samples prefer than this is dropped (noise, not a branch)
 _BUILT: dict[str, LocalValue] = {}  # per process: the same problem's prior is built once
-CACHE_ENV = "JFBGYM_CACHE_DIR"  # where built priors are kept between processes; "off": nowhere
 
 
 class LocalValue(nn.Module):
@@ -216,63 +213,32 @@ def build_local_value(problem: ControlProblem, tol: float = 1e-8,
     initial state), or of the problem itself, one per branch (``find_branches``, from
     ``samples`` draws of ρ; ``max_branches=1``: the one optimum from the mean initial state).
     Solved in float64 by the open-loop Newton solver; stored in the problem's dtype and
-    device. Built once per process and kept on disk (``cache_dir``) for the next."""
+    device. Built once per process and kept on disk (``jfbgym.agents.cache``) for the next."""
     positive_int(max_branches, "max_branches")
     samples = int(samples)
     require(samples >= 0, "samples", "an integer >= 0", samples)
     key = json.dumps([type(problem).__name__, problem.config(), tol, max_branches, samples,
-                      _code_version(type(problem))], sort_keys=True, default=str)
+                      code_version(inspect.getsourcefile(type(problem)), __file__)],
+                     sort_keys=True, default=str)
     if key not in _BUILT:
-        path = _cache_path(key)
-        local = _read_cache(path, key) if path is not None else None
+        local = _from_cache(key)
         if local is None:
             local = _build(problem, tol, max_branches, samples)
-            if path is not None:
-                _write_cache(path, key, local)
+            cache.write("local-value", key, {"config": local.config(),
+                                             "weights": local.state_dict()})
         _BUILT[key] = local
     return copy.deepcopy(_BUILT[key]).to(dtype=problem.dtype, device=problem.device)
 
 
-def cache_dir() -> Path | None:
-    """Where built priors are kept between processes (a build costs about 45 CPU-s for a
-    quadrotor): ``$JFBGYM_CACHE_DIR`` (``off``: nowhere), else ``$XDG_CACHE_HOME/jfbgym`` or
-    ``~/.cache/jfbgym``."""
-    value = os.environ.get(CACHE_ENV)
-    if value is not None:
-        return None if value.strip().lower() in ("", "off") else Path(value)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jfbgym"
-
-
-@functools.cache
-def _code_version(problem_class: type[ControlProblem]) -> str:
-    """A hash of the source that decides what the build computes (this module, the open-loop
-    solver, the problem's class): a changed build never reads a stale cache. Read once per
-    class and process, not at every agent built."""
-    from jfbgym import openloop
-    from jfbgym.problems import base
-
-    files = {inspect.getsourcefile(m) for m in (openloop, base, problem_class)} | {__file__}
-    digest = hashlib.sha256()
-    for name in sorted(str(f) for f in files if f):
-        digest.update(Path(name).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _cache_path(key: str) -> Path | None:
-    root = cache_dir()
-    return None if root is None else \
-        root / f"local-value-{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
-
-
-def _read_cache(path: Path, key: str) -> LocalValue | None:
-    """The prior stored at ``path`` for ``key`` (loaded without executing code), or None when
-    there is none; a corrupt or foreign file is reported and ignored (it is rebuilt)."""
-    if not path.is_file():
+def _from_cache(key: str) -> LocalValue | None:
+    """The prior stored for ``key``, or None; a corrupt or foreign entry is reported and
+    ignored (it is rebuilt)."""
+    found = cache.read("local-value", key)
+    if found is None:
         return None
+    state, path = found
     try:
-        state = load_state(path)
-        require(state.get("key") == key and isinstance(state.get("config"), dict), "cache",
-                "the prior built for this problem and code", str(path))
+        require(isinstance(state.get("config"), dict), "cache", "a prior's settings", str(path))
         local = LocalValue(**state["config"], dtype=torch.float64)
         load_weights(local, state.get("weights"), path)
         return local
@@ -282,18 +248,8 @@ def _read_cache(path: Path, key: str) -> LocalValue | None:
         return None
 
 
-def _write_cache(path: Path, key: str, local: LocalValue) -> None:
-    """Store a built prior (weights-only tensors and plain data); a cache that cannot be
-    written is reported, never fatal."""
-    try:
-        save_state(path, {"key": key, "config": local.config(), "weights": local.state_dict()})
-    except OSError as err:
-        warnings.warn(f"{path}: could not cache the value prior ({err}); set {CACHE_ENV} to a "
-                      "writable folder, or to 'off'", stacklevel=3)
-
-
 def _build(problem: ControlProblem, tol: float, max_branches: int, samples: int) -> LocalValue:
-    from jfbgym.openloop import adjoint, riccati_pass, stage_matrices
+    from jfbgym.openloop import local_expansion
 
     decomposition = problem.agent_decomposition() if problem.n_agents > 1 else None
     if decomposition is None:
@@ -326,20 +282,10 @@ def _build(problem: ControlProblem, tol: float, max_branches: int, samples: int)
     group = torch.tensor([r + r[:1] * (width - len(r)) for r in rows])[frame]
     x0 = torch.cat([x for x, _ in nominals])
     U = torch.cat([controls for _, controls in nominals])
-    with torch.no_grad():
-        traj = ref.rollout(U, x0)
-    states, applied = traj.states, traj.controls
-    lams, grads = adjoint(ref, states, applied)
-    stages = stage_matrices(ref, states, applied, lams)
-    S = riccati_pass(ref, states, grads, stages, torch.zeros(states.shape[0], dtype=torch.float64,
-                                                             device=ref.device), hessians=True)[2]
-    running = traj.running_costs
-    to_go = torch.cat([running.flip(1).cumsum(1).flip(1), torch.zeros_like(running[:, :1])], 1)
-    values = to_go + traj.terminal_cost[:, None]
+    expansion = local_expansion(ref, x0, U)
     local = LocalValue(U.shape[0], d, offsets.shape[0], single.n_steps, single.horizon,
                        weight, torch.float64, branches=width)
-    for name, value in (("states", states), ("costates", lams), ("hessians", S),
-                        ("values", values), ("offsets", offsets)):
+    for name, value in (*expansion._asdict().items(), ("offsets", offsets)):
         getattr(local, name).copy_(value.cpu())
     local.group.copy_(group)
     return local
