@@ -329,9 +329,9 @@ def main() -> None:
         for category, call in source:
             kind, detail = outcome(call, 120.0 if category.startswith("interrupts")
                                    else args.limit)
-            counts.setdefault(category, Counter())[kind] += 1
             if category.startswith("interrupts"):  # the cycle's own check failed, or held
                 kind = {"clear error": "data lost", "finite": "nothing lost"}.get(kind, kind)
+            counts.setdefault(category, Counter())[kind] += 1
             if kind in ("crash", "nan leak", "hang", "unclear error", "data lost"):
                 crashes.append(f"{category}: {kind}: {detail}")
     total = sum(counts.values(), Counter())
