@@ -151,11 +151,101 @@ def table() -> str:
     return "\n".join(lines)
 
 
+CARDS = ROOT.parent / "docs" / "agents"
+
+
+def card(name: str) -> str:
+    """The model card of shipped agent ``name``, from its record (markdown), and its picture
+    ``docs/agents/<name>.png``: the agent's flight from the first held-out state."""
+    from jfbgym.agents import load_agent
+    from jfbgym.agents.pretrained import record, shipped_path
+    from jfbgym.envs.rendering import render_frame
+
+    r, agent = record(name), load_agent(shipped_path(name))
+    problem, train = agent.problem, r["train"]
+    x0 = held_out_states(problem, 1, r["held_out_seed"])
+    with torch.no_grad():
+        traj = problem.rollout(agent.control, x0)
+    import imageio.v3 as iio
+
+    CARDS.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(CARDS / f"{name}.png", render_frame(problem, traj.states[0], traj.controls[0],
+                                                    caption=f"{name}: J = "
+                                                    f"{float(traj.cost[0]):.4g}"))
+    network = "set network (any N)" if train.get("network") == "set" else "flat network"
+    lr = f"{r['peak_lr']:g}" if "peak_lr" in r else "the default for its prior"
+    settings = {k: train[k] for k in ("width", "depth", "rank", "batch", "prior", "grad",
+                                      "solver", "schedule", "compile") if k in train}
+    return f"""# {name}
+
+A JFB value-function agent for `{r['env_id']}`{f" with {r['env_kwargs']}" if r['env_kwargs']
+                                                  else ""}: {problem.name}, {problem.n_agents}
+agent(s), state {problem.state_dim}, control {problem.control_dim}, horizon {problem.horizon:g}
+over {problem.n_steps} steps; a {network} over the `{agent.prior}` value prior.
+
+![{name} flying from the first held-out state]({name}.png)
+
+## Scores
+
+On {r['states']} held-out initial states (seed {r['held_out_seed']}), against J*, the open-loop
+optimum of each state ({r['J_star_certificate']}):
+
+| | J (mean) | gap to J* |
+|---|---|---|
+| this agent | {r['J']:.6g} ± {r['J_ci95']:.2g} (95% CI) | {100 * r['gap']:+.2f}% |
+| {r['heuristic']} | {r['heuristic_J']:.6g} | {100 * (r['heuristic_J'] - r['J_star']) / abs(r['J_star']):+.3g}% |
+| open-loop optimum J* | {r['J_star']:.6g} | 0 |
+
+## Training
+
+`{r['command']}` at commit `{r['commit'][:12]}` on {r['date']}: {r['iterations']} iterations
+({r['status']}) in {r['train_cpu_seconds'] / 60:.1f} CPU-minutes on {r['threads']} thread(s),
+{r['hardware']}, torch {r['torch']}; seed {r['seed']}, peak learning rate {lr};
+{", ".join(f"{k} {v}" for k, v in settings.items())}. Every setting is in the record
+(`jfbgym.agents.pretrained.record("{name}")`).
+
+## Use
+
+```python
+from jfbgym.agents import JFBAgent
+
+agent = JFBAgent.pretrained("{name}")
+action, _ = agent.predict(obs)        # obs = [z, t] from gymnasium.make("{r['env_id']}")
+```
+
+```bash
+jfbgym evaluate --pretrained {name}
+jfbgym render --pretrained {name} --out videos/{name}.mp4
+```
+"""
+
+
+def cards() -> None:
+    """Write every shipped agent's model card and picture into ``docs/agents/``, and the
+    index that lists them."""
+    from jfbgym.agents.pretrained import available, record
+
+    rows = ["# Shipped agents", "",
+            ("Each trained by `python bench/pretrain.py` and checked against its record by "
+             "`tests/test_pretrained.py`; the cards are written from the records by "
+             "`python bench/pretrain.py --cards`."), "",
+            "| agent | gap to J* | training |", "|---|---|---|"]
+    for name in available():
+        (CARDS / f"{name}.md").parent.mkdir(parents=True, exist_ok=True)
+        (CARDS / f"{name}.md").write_text(card(name))
+        r = record(name)
+        rows.append(f"| [{name}]({name}.md) | {100 * r['gap']:+.2f}% | {r['iterations']} "
+                    f"iterations, {r['train_cpu_seconds'] / 60:.0f} CPU-min |")
+    (CARDS / "index.md").write_text("\n".join(rows) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--names", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--states", type=int, default=100, help="held-out states")
     parser.add_argument("--table", action="store_true", help="print the records' table only")
+    parser.add_argument("--cards", action="store_true",
+                        help="write the model cards into docs/agents/ from the records only")
     parser.add_argument("--rescore", action="store_true",
                         help="re-score the shipped agents against today's J* (no training)")
     parser.add_argument("--set", default=None, help="TrainConfig overrides as JSON (recorded)")
@@ -164,6 +254,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.table:
         print(table())
+        return 0
+    if args.cards:
+        cards()
         return 0
     torch.set_num_threads(1)
     if args.rescore:
