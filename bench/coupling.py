@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from quality import load_average
 
-from jfbgym.agents import JFBAgent
+from jfbgym.agents import JFBAgent, PriorConfig
 from jfbgym.evaluation import held_out_states, optimality_gap
 from jfbgym.openloop import open_loop_optimum
 from jfbgym.problems import problem_for_env
@@ -42,7 +42,7 @@ ENV_ID = "QuadSwarm-v0"
 def row(alpha_int: float, n_states: int, iters: int, quick: bool) -> dict:
     """J*, separate single-drone optima, prior alone (and the shipped agent) at ``alpha_int``."""
     kwargs = {"alpha_int": alpha_int} | ({"n_steps": 20} if quick else {})
-    prior = JFBAgent.build(ENV_ID, kwargs, prior="local", normalise="off")
+    prior = JFBAgent.build(ENV_ID, kwargs, prior=PriorConfig("local", normalise="off"))
     x0 = held_out_states(prior.problem, n_states).double()
     exact = problem_for_env(ENV_ID, dtype=torch.float64, **kwargs)
     n = exact.n_agents

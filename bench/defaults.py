@@ -20,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
-from pendulum import DampedPendulum  # noqa: E402
+from pendulum import DampedPendulum
 
 
 class AnalyticPendulum(DampedPendulum):
@@ -76,11 +76,11 @@ def main() -> None:
         agent = JFBAgent.build("BenchPendulum-v0", seed=0)
         x0 = agent.problem.sample_initial_states(args.batch, torch.Generator().manual_seed(0))
 
-        def rollout() -> None:
+        def rollout(agent=agent, x0=x0) -> None:
             with torch.no_grad():
                 agent.rollout(x0, warn=False)
 
-        def iteration() -> None:
+        def iteration(agent=agent, x0=x0) -> None:
             agent.network.zero_grad()
             agent.rollout(x0, "jfb", warn=False).cost.mean().backward()
 

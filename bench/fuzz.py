@@ -298,7 +298,7 @@ def main() -> None:
     import warnings
 
     warnings.simplefilter("ignore")
-    from jfbgym.agents import JFBAgent
+    from jfbgym.agents import JFBAgent, NetworkConfig, PriorConfig
     from jfbgym.agents.config import TrainConfig
     from jfbgym.agents.trainer import Trainer, train
 
@@ -309,7 +309,8 @@ def main() -> None:
                          iters=3, checkpoint_every=1, out=str(work / "run"))
     train(config, progress=False)
     trainer = Trainer(config)
-    saved = JFBAgent.build("Quadrotor-v0", width=8, depth=2, normalise=False).save(work / "a")
+    saved = JFBAgent.build("Quadrotor-v0", network=NetworkConfig(width=8, depth=2),
+                           prior=PriorConfig(normalise="off")).save(work / "a")
     from jfbgym.baselines import load_baseline, train_baseline
 
     train_baseline("Quadrotor-v0", "ppo", minutes=0.005, out=str(work / "ppo"), n_envs=1,

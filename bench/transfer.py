@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from quality import load_average
 
-from jfbgym.agents import JFBAgent
+from jfbgym.agents import JFBAgent, NetworkConfig, PriorConfig
 from jfbgym.agents.config import TrainConfig
 from jfbgym.agents.trainer import train
 from jfbgym.evaluation import held_out_states, optimality_gap
@@ -66,8 +66,8 @@ def score(agent: JFBAgent, n: int, n_states: int, iters: int,
     heuristic and J* at N = ``n``, solved from every policy's controls (``starts="all"``) or
     from the set agent's only (``"agent"``: a third of the time)."""
     moved = agent.transfer(n_agents=n)
-    prior = JFBAgent.build(ENV_ID, moved.env_kwargs, network="set", prior="local",
-                           normalise="off", dtype=moved.problem.dtype)
+    prior = JFBAgent.build(ENV_ID, moved.env_kwargs, NetworkConfig("set"),
+                           PriorConfig("local", normalise="off"), dtype=moved.problem.dtype)
     problem = moved.problem
     x0 = held_out_states(problem, n_states)
     row: dict = {"n_agents": n, "states": n_states}

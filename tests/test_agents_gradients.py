@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from jfbgym.agents import JFBAgent, SolverOptions, ValueNetwork
+from jfbgym.agents import JFBAgent, NetworkConfig, PriorConfig, SolverOptions, ValueNetwork
 from jfbgym.agents.implicit import control_layer, curvature
 from jfbgym.agents.network import log_cosh
 
@@ -37,8 +37,8 @@ def _agent(solver: SolverOptions, **problem) -> JFBAgent:
     """A small QuadSwarm (N = 2, 6 steps over T = 1 unless ``problem`` overrides) agent."""
     torch.manual_seed(0)
     agent = JFBAgent.build("QuadSwarm-v0", {"n_agents": 2, "n_steps": 6, "horizon": 1.0,
-                                            **problem}, width=8, depth=3, rank=4,
-                           solver=solver, dtype=F64, prior="none", normalise=False)
+                                            **problem}, NetworkConfig(width=8, depth=3, rank=4),
+                           PriorConfig("none", normalise="off"), solver=solver, dtype=F64)
     with torch.no_grad():  # a non-trivial value function so that controls are far from hover
         for p in agent.network.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -137,7 +137,7 @@ def test_bad_inputs_raise() -> None:
     with pytest.raises(ValueError, match="solver"):  # unrolled needs the gradient iteration
         agent.objective(z, "unrolled").sum().backward()
     with pytest.raises(ValueError, match="depth"):
-        ValueNetwork(3, depth=1)
+        ValueNetwork(3, 8, depth=1, rank=2)
     with pytest.raises(ValueError, match="z"):
         agent.network.grad_z(0.0, torch.zeros(2, 5, dtype=F64))
 
@@ -149,8 +149,8 @@ def test_recomputed_steps_give_the_same_gradient(network: str, mode: str) -> Non
     with another minibatch the gradient differs, so the comparison can fail."""
     torch.manual_seed(0)
     agent = JFBAgent.build("QuadSwarm-v0", {"n_agents": 2, "n_steps": 6, "horizon": 1.0},
-                           width=8, depth=3, rank=4, dtype=F64, prior="none", normalise=False,
-                           network=network, context=3,
+                           NetworkConfig(network, width=8, depth=3, rank=4, context=3),
+                           PriorConfig("none", normalise="off"), dtype=F64,
                            solver=SolverOptions("newton", tol=1e-13))
     with torch.no_grad():
         for p in agent.network.parameters():

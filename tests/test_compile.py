@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from jfbgym.agents import JFBAgent
+from jfbgym.agents import JFBAgent, NetworkConfig
 from jfbgym.agents.config import TrainConfig
 
 F64 = torch.float64
@@ -16,8 +16,8 @@ F64 = torch.float64
 
 def small_agent(network: str) -> JFBAgent:
     torch.manual_seed(0)
-    agent = JFBAgent.build("QuadSwarm-v0", {"n_agents": 2, "n_steps": 6}, width=8, depth=2,
-                           dtype=F64, network=network, context=4)
+    agent = JFBAgent.build("QuadSwarm-v0", {"n_agents": 2, "n_steps": 6},
+                           NetworkConfig(network, width=8, depth=2, context=4), dtype=F64)
     with torch.no_grad():  # zero-initialised output layers: make every term count
         for p in agent.network.parameters():
             p.add_(0.1 * torch.randn_like(p))

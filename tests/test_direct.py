@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from jfbgym.agents import DirectAgent, JFBAgent, TrainConfig, load_agent, train
+from jfbgym.agents import DirectAgent, JFBAgent, NetworkConfig, TrainConfig, load_agent, train
 from jfbgym.agents.checkpoint import CheckpointError
 from jfbgym.cli import main as cli
 from jfbgym.evaluation import evaluate
@@ -16,7 +16,7 @@ from jfbgym.problems import problem_for_env
 
 def test_gradient_equals_finite_differences_of_the_rollout_cost() -> None:
     torch.manual_seed(0)
-    agent = DirectAgent.build("Quadrotor-v0", {"n_steps": 12}, width=8, depth=2,
+    agent = DirectAgent.build("Quadrotor-v0", {"n_steps": 12}, NetworkConfig(width=8, depth=2),
                               dtype=torch.float64)
     with torch.no_grad():  # away from the zero-initialised output layer: a generic point
         for p in agent.network.parameters():
@@ -43,7 +43,8 @@ def test_gradient_equals_finite_differences_of_the_rollout_cost() -> None:
 
 
 def test_output_is_bounded_by_the_action_scale_and_starts_at_the_nominal_control() -> None:
-    agent = DirectAgent.build("Quadrotor-v0", {"n_steps": 8}, width=8, dtype=torch.float64)
+    agent = DirectAgent.build("Quadrotor-v0", {"n_steps": 8}, NetworkConfig(width=8),
+                              dtype=torch.float64)
     centre, half = agent.problem.action_scale()
     z = 5.0 * torch.randn(16, agent.problem.state_dim, dtype=torch.float64)
     torch.testing.assert_close(agent.control(0.0, z), centre.expand(16, -1))  # hover

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jfbgym  # noqa: F401  (registers the ids)
-from jfbgym.agents import JFBAgent
+from jfbgym.agents import JFBAgent, NetworkConfig, PriorConfig
 from jfbgym.agents.checkpoint import (
     CHECKPOINT,
     CheckpointError,
@@ -257,7 +257,8 @@ def test_single_bit_flips_anywhere_are_clear_errors(lq_run, tmp_path, offset) ->
 # --- 6. saved-agent files: sizes, types, nesting, tables, tensor kinds ------------------------
 @pytest.fixture(scope="module")
 def saved_agent(tmp_path_factory):
-    agent = JFBAgent.build("Quadrotor-v0", width=8, depth=2, normalise=False)
+    agent = JFBAgent.build("Quadrotor-v0", network=NetworkConfig(width=8, depth=2),
+                           prior=PriorConfig(normalise="off"))
     return agent.save(tmp_path_factory.mktemp("agents") / "quad")
 
 
@@ -429,7 +430,7 @@ def test_dtype_and_device_in_problem_kwargs_are_named(tmp_path, capsys) -> None:
             rollout(lambda t, z: torch.zeros(z.shape[0], 4), "Quadrotor-v0",
                     env_kwargs={key: "float64"})
         with pytest.raises(ValueError, match=f"^env_kwargs: expected no '{key}'"):
-            JFBAgent.build("Quadrotor-v0", {key: "cpu"}, width=8, depth=2)
+            JFBAgent.build("Quadrotor-v0", {key: "cpu"}, NetworkConfig(width=8, depth=2))
     assert cli(["train", *TINY, "--iters", "1", "--out", str(tmp_path / "r"),
                 "--problem-kwargs", '{"dtype": "float64"}']) == 2
     assert "problem_kwargs: expected no 'dtype'" in capsys.readouterr().err

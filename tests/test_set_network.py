@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from jfbgym.agents import JFBAgent
+from jfbgym.agents import JFBAgent, NetworkConfig, PriorConfig
 from jfbgym.agents.config import TrainConfig
 from jfbgym.agents.set_network import SetValueNetwork
 from jfbgym.agents.trainer import train
@@ -17,8 +17,9 @@ F64 = torch.float64
 
 def set_agent(n_agents: int = 4, prior: str = "none") -> JFBAgent:
     torch.manual_seed(0)
-    agent = JFBAgent.build("QuadSwarm-v0", {"n_agents": n_agents}, width=16, depth=2,
-                           dtype=F64, network="set", context=4, prior=prior)
+    agent = JFBAgent.build("QuadSwarm-v0", {"n_agents": n_agents},
+                           NetworkConfig("set", width=16, depth=2, context=4), PriorConfig(prior),
+                           dtype=F64)
     with torch.no_grad():  # the output layers start at zero: make every term count
         for p in agent.network.parameters():
             p.add_(0.2 * torch.randn_like(p))
@@ -94,8 +95,8 @@ def test_one_agent_acts_at_any_number_of_drones():
 
 def test_a_flat_network_refuses_another_size():
     torch.manual_seed(0)
-    flat = JFBAgent.build("QuadSwarm-v0", {"n_agents": 3}, width=8, depth=2, rank=2,
-                          prior="none")
+    flat = JFBAgent.build("QuadSwarm-v0", {"n_agents": 3}, NetworkConfig(width=8, depth=2, rank=2),
+                          PriorConfig("none"))
     with pytest.raises(ValueError, match="env_kwargs.*network='set'"):
         flat.transfer(n_agents=5)
     assert flat.transfer(n_agents=3).problem.n_agents == 3
@@ -114,9 +115,10 @@ def test_save_load_records_the_architecture(tmp_path):
 
 def test_set_network_is_refused_where_it_does_not_fit():
     with pytest.raises(ValueError, match="prior"):
-        JFBAgent.build("QuadSwarm-v0", {"n_agents": 2}, network="set", prior="problem")
+        JFBAgent.build("QuadSwarm-v0", {"n_agents": 2}, NetworkConfig("set"),
+                       PriorConfig("problem"))
     with pytest.raises(ValueError, match="network"):
-        JFBAgent.build("QuadSwarm-v0", {"n_agents": 2}, network="graph")
+        NetworkConfig("graph")
     with pytest.raises(ValueError, match="network"):
         TrainConfig(env_id="QuadSwarm-v0", agent="direct", network="set").validate()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from jfbgym.agents import JFBAgent, ValueNetwork
+from jfbgym.agents import JFBAgent, NetworkConfig, ValueNetwork
 from jfbgym.agents.config import TrainConfig
 from jfbgym.agents.trainer import train
 from jfbgym.openloop import open_loop_optimum
@@ -70,7 +70,8 @@ def test_training_beats_prior_and_nears_open_loop(tmp_path) -> None:
     result = train(config, progress=False)
     assert result.status == "finished"
     agent = result.agent
-    prior = JFBAgent.build("ConsumptionSavings-v0", config.env_kwargs(), 16, 3, 4)
+    prior = JFBAgent.build("ConsumptionSavings-v0", config.env_kwargs(),
+                           NetworkConfig(width=16, depth=3, rank=4))
     problem = agent.problem
     x = problem.sample_initial_states(64, torch.Generator().manual_seed(2024))
     with torch.no_grad():

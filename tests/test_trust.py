@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import jfbgym  # noqa: F401  (registers the ids)
-from jfbgym.agents import JFBAgent
+from jfbgym.agents import JFBAgent, NetworkConfig, PriorConfig
 from jfbgym.agents.checkpoint import CHECKPOINT, CheckpointError, load_state
 from jfbgym.agents.config import TrainConfig
 from jfbgym.agents.trainer import train
@@ -132,9 +132,9 @@ def test_invalid_problem_data() -> None:
 def test_failed_inner_solves_warn_once_with_the_count() -> None:
     from jfbgym.agents import SolverOptions
 
-    agent = JFBAgent.build("Quadrotor-v0", {"n_steps": 5}, width=8,
-                           solver=SolverOptions("gradient", alpha=0.01, max_iters=2, tol=0.0),
-                           prior="none", normalise=False)  # no prior: no solve starts solved
+    agent = JFBAgent.build("Quadrotor-v0", {"n_steps": 5}, NetworkConfig(width=8),
+                           PriorConfig("none", normalise="off"),  # no solve starts solved
+                           solver=SolverOptions("gradient", alpha=0.01, max_iters=2, tol=0.0))
     x0 = agent.problem.sample_initial_states(3)
     with pytest.warns(RuntimeWarning, match=r"^15 of 15 inner solves") as caught:
         agent.objective(x0)

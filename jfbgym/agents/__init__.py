@@ -13,7 +13,8 @@ from typing import Any
 _LAZY = {"Agent": ".policy", "DirectAgent": ".direct", "load_agent": ".policy",
          "InnerLog": ".agent", "JFBAgent": ".agent", "GRAD_MODES": ".implicit",
          "SOLVERS": ".implicit", "SolverOptions": ".implicit", "control_layer": ".implicit",
-         "ValueNetwork": ".network", "TrainConfig": ".config", "train": ".trainer"}
+         "ValueNetwork": ".network", "TrainConfig": ".config", "NetworkConfig": ".config",
+         "PriorConfig": ".config", "train": ".trainer"}
 
 
 def __getattr__(name: str) -> Any:
@@ -22,5 +23,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["GRAD_MODES", "SOLVERS", "Agent", "DirectAgent", "InnerLog", "JFBAgent", "SolverOptions", "TrainConfig",
-           "ValueNetwork", "control_layer", "load_agent", "train"]
+__all__ = ["GRAD_MODES", "SOLVERS", "Agent", "DirectAgent", "InnerLog", "JFBAgent",
+           "NetworkConfig", "PriorConfig", "SolverOptions", "TrainConfig", "ValueNetwork",
+           "control_layer", "load_agent", "train"]

@@ -20,11 +20,11 @@ from jfbgym.problems import problem_for_env, problem_overrides
 from jfbgym.problems.base import ControlProblem, Time, Trajectory
 from jfbgym.validation import one_of, require
 
-from .config import NETWORKS, NORMALISE, PRIORS
+from .config import DEFAULT_NETWORK, DEFAULT_PRIOR, PRIORS, NetworkConfig, PriorConfig
 from .implicit import SolverOptions, StepStats, control_layer, grad_mode
 from .network import CORRECTION_SCALE, ValueNetwork
 from .policy import DTYPES, Agent, input_normalisation, visited_states
-from .prior import MAX_BRANCHES, LocalValue, build_local_value
+from .prior import LocalValue, build_local_value
 from .set_network import SetValueNetwork, agent_offsets
 
 __all__ = ["DTYPES", "InnerLog", "JFBAgent"]
@@ -100,49 +100,45 @@ class JFBAgent(Agent):
     # ------------------------------------------------------------ construction
     @classmethod
     def build(cls, env_id: str, env_kwargs: Mapping[str, Any] | None = None,
-              width: int = 96, depth: int = 3, rank: int = 10,
+              network: NetworkConfig = DEFAULT_NETWORK, prior: PriorConfig = DEFAULT_PRIOR,
               solver: SolverOptions = DEFAULT_SOLVER, dtype: torch.dtype = torch.float32,
-              device: str | torch.device = "cpu",
-              correction_scale: float = CORRECTION_SCALE, prior: str = "auto",
-              normalise: bool | str = "auto", seed: int = 0, network: str = "mlp",
-              context: int = 16, prior_branches: int = MAX_BRANCHES) -> JFBAgent:
-        """A fresh agent for a registered env id (weights drawn from the global torch RNG).
+              device: str | torch.device = "cpu", seed: int = 0,
+              correction_scale: float = CORRECTION_SCALE) -> JFBAgent:
+        """A fresh agent for an env id (or a problem's import path), weights drawn from the
+        global torch RNG, e.g. ``JFBAgent.build("QuadSwarm-v0", network=NetworkConfig(width=64))``.
 
-        The network (``network``: ``mlp`` over the flat state, or ``set``, a
-        ``SetValueNetwork`` with a ``context``-dimensional pooled summary, the same weights at
-        every N) starts from the value prior ``prior`` (``resolve_prior``; a local prior, the
-        least of at most ``prior_branches`` expansions, costs open-loop Newton solves from
-        states drawn from ρ, once per process) and, with ``normalise``, normalises its inputs
-        by the states its initial policy visits (``fit_normalisation``)."""
-        if not isinstance(normalise, bool):
-            one_of(normalise, "normalise", NORMALISE)
-        problem = problem_for_env(env_id, dtype=dtype, device=device, **problem_overrides(env_kwargs or {}, "env_kwargs"))
-        kind = resolve_prior(problem, prior)
-        local = build_local_value(problem, max_branches=prior_branches) \
+        The network (``NetworkConfig``: ``mlp`` over the flat state, or ``set``, the same
+        weights at every N) starts from the value prior of ``PriorConfig`` (``resolve_prior``;
+        a local prior, the least of at most ``branches`` expansions, costs open-loop Newton
+        solves from states drawn from ρ, once per process) and normalises its inputs by the
+        states its initial policy visits (``fit_normalisation``) as ``prior.normalise`` says."""
+        require(isinstance(network, NetworkConfig), "network", "a NetworkConfig", network)
+        require(isinstance(prior, PriorConfig), "prior", "a PriorConfig", prior)
+        problem = problem_for_env(env_id, dtype=dtype, device=device,
+                                  **problem_overrides(env_kwargs or {}, "env_kwargs"))
+        kind = resolve_prior(problem, prior.kind)
+        local = build_local_value(problem, max_branches=prior.branches) \
             if kind == "local" else None
-        agent = cls._assemble(problem, kind, local, width, depth, rank, solver,
-                              correction_scale, env_id, env_kwargs, network, context)
-        if normalise is True or normalise == "on" or (normalise == "auto" and kind != "problem"):
+        agent = cls._assemble(problem, kind, local, network, solver, correction_scale, env_id,
+                              env_kwargs)
+        if prior.normalise == "on" or (prior.normalise == "auto" and kind != "problem"):
             fit_normalisation(agent, seed=seed)
         return agent
 
     @classmethod
     def _assemble(cls, problem: ControlProblem, prior: str, local: LocalValue | None,
-                  width: int, depth: int, rank: int, solver: SolverOptions,
-                  correction_scale: float, env_id: str,
-                  env_kwargs: Mapping[str, Any] | None, network: str = "mlp",
-                  context: int = 16) -> JFBAgent:
-        one_of(network, "network", NETWORKS)
+                  network: NetworkConfig, solver: SolverOptions, correction_scale: float,
+                  env_id: str, env_kwargs: Mapping[str, Any] | None) -> JFBAgent:
         net: ValueNetwork | SetValueNetwork
-        if network == "set":
+        if network.kind == "set":
             require(prior != "problem", "prior", "local or none with network='set' (a "
                     "problem's relative prior is for the flat network)", prior)
             net = SetValueNetwork(problem.state_dim // problem.n_agents, problem.n_agents,
-                                  width, depth, context, agent_offsets(problem), local,
-                                  problem.dtype, problem.device)
+                                  network.width, network.depth, network.context,
+                                  agent_offsets(problem), local, problem.dtype, problem.device)
         else:
-            net = ValueNetwork(problem.state_dim, width, depth, rank, dtype=problem.dtype,
-                               device=problem.device,
+            net = ValueNetwork(problem.state_dim, network.width, network.depth, network.rank,
+                               dtype=problem.dtype, device=problem.device,
                                prior=problem.value_prior if prior == "problem" else None,
                                correction_scale=correction_scale, local=local)
         agent = cls(problem, net, solver, env_id, env_kwargs)
@@ -165,11 +161,13 @@ class JFBAgent(Agent):
             require(isinstance(net_cfg.get("local"), dict), "network.local",
                     "the local prior's shape", net_cfg.get("local"))
             local = LocalValue(**net_cfg["local"], dtype=problem.dtype, device=problem.device)
-        return cls._assemble(problem, kind, local, net_cfg["width"], net_cfg["depth"],
-                             net_cfg["rank"], solver,
+        defaults = NetworkConfig()  # files from before a setting existed hold its default
+        network = NetworkConfig(net_cfg.get("kind", defaults.kind), net_cfg["width"],
+                                net_cfg["depth"], net_cfg.get("rank", defaults.rank),
+                                net_cfg.get("context", defaults.context))
+        return cls._assemble(problem, kind, local, network, solver,
                              net_cfg.get("correction_scale", CORRECTION_SCALE),
-                             cfg["env_id"], cfg["env_kwargs"], net_cfg.get("kind", "mlp"),
-                             net_cfg.get("context", 16))
+                             cfg["env_id"], cfg["env_kwargs"])
 
     def transfer(self, **env_kwargs: Any) -> JFBAgent:
         """This agent (same weights) on the problem its env id builds with ``env_kwargs``

@@ -40,7 +40,48 @@ DEFAULT_LR = 1e-2
 LOCAL_PRIOR_LR = 1e-3
 DIRECT_GRAD_CLIP = 1.0
 DEFAULT_ITERS = 500
+MAX_PRIOR_BRANCHES = 64
 MAX_COUNT = 2**31 - 1  # iterations, batches, periods: a C int, as torch's sizes need
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The network an agent learns: ``kind`` ``mlp`` (over the flat state) or ``set`` (one
+    network per agent with a pooled ``context``: the same weights at any number of agents),
+    ``width``, ``depth`` (opening layer + ResNet layers for the value network; hidden layers for
+    the direct policy) and ``rank`` of the value network's quadratic term."""
+
+    kind: str = "mlp"
+    width: int = 96
+    depth: int = 3
+    rank: int = 10
+    context: int = 16
+
+    def __post_init__(self) -> None:
+        one_of(self.kind, "network", NETWORKS)
+        for name in ("width", "rank", "context"):
+            integer(getattr(self, name), name, 1, MAX_WIDTH)
+        integer(self.depth, "depth", 1, MAX_DEPTH)
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """The value prior the network corrects and the input normalisation: ``kind`` (``auto``:
+    the problem's own ``value_prior`` where it has one, else ``local``; ``problem``, ``local``,
+    ``none``), the most ``branches`` a local prior takes the least of, and ``normalise``
+    (``auto``, ``on``, ``off``)."""
+
+    kind: str = "auto"
+    branches: int = 4
+    normalise: str = "auto"
+
+    def __post_init__(self) -> None:
+        one_of(self.kind, "prior", PRIORS)
+        integer(self.branches, "prior_branches", 1, MAX_PRIOR_BRANCHES)
+        one_of(self.normalise, "normalise", NORMALISE)
+
+
+DEFAULT_NETWORK, DEFAULT_PRIOR = NetworkConfig(), PriorConfig()  # (frozen: safe to share)
 
 
 def arg(default: Any, help: str, **kwargs: Any) -> Any:
@@ -67,13 +108,13 @@ class TrainConfig:
     inner_iters: int = arg(200, "max inner iterations per time step")
     inner_tol: float | None = arg(None, "inner relative residual (default 1e-5 float32, "
                                   "1e-8 float64)")
-    prior: str = arg("auto", "value prior the network corrects: auto (the problem's own "
+    prior: str = arg(PriorConfig.kind, "value prior the network corrects: auto (the problem's own "
                      "value_prior if it has one, else local), problem, local (the second-order "
                      "expansion of the value around optimal trajectories from the mean initial "
                      "state), none")
-    prior_branches: int = arg(4, "most branches (locally optimal ways to fly) the local prior "
+    prior_branches: int = arg(PriorConfig.branches, "most branches (locally optimal ways to fly) the local prior "
                               "takes the least of; 1: one expansion from the mean initial state")
-    normalise: str = arg("auto", "normalise the network's inputs by the states the initial "
+    normalise: str = arg(PriorConfig.normalise, "normalise the network's inputs by the states the initial "
                          "policy visits: on, off, or auto (on, except over the problem's own "
                          "value prior, whose relative correction is already in natural units)")
     costate_weight: float = arg(0.0, "weight of the costate-matching penalty: grad Phi against "
@@ -103,12 +144,12 @@ class TrainConfig:
                            "halving")
     blowup: float = arg(10.0, "a validation cost above prev + blowup*|prev| (or non-finite) "
                         "undoes the step and halves the learning rate")
-    width: int = arg(96, "value network width")
-    depth: int = arg(3, "value network depth (opening layer + ResNet layers)")
-    network: str = arg("mlp", "value network: mlp (over the flat state) or set (one network per "
+    width: int = arg(NetworkConfig.width, "value network width")
+    depth: int = arg(NetworkConfig.depth, "value network depth (opening layer + ResNet layers)")
+    network: str = arg(NetworkConfig.kind, "value network: mlp (over the flat state) or set (one network per "
                        "agent with a pooled context: the same weights at any number of agents)")
-    context: int = arg(16, "set network: size of the pooled context")
-    rank: int = arg(10, "rank of the quadratic term of the value network")
+    context: int = arg(NetworkConfig.context, "set network: size of the pooled context")
+    rank: int = arg(NetworkConfig.rank, "rank of the quadratic term of the value network")
     recompute: bool = arg(False, "keep only each time step's state and control, and recompute "
                           "its value-network graph in the backward pass (activation "
                           "checkpointing): memory of one step instead of all nt, for swarms "
@@ -164,7 +205,7 @@ class TrainConfig:
         for name in ("width", "rank", "context"):
             integer(getattr(self, name), name, 1, MAX_WIDTH)
         integer(self.depth, "depth", 2, MAX_DEPTH)
-        integer(self.prior_branches, "prior_branches", 1, 64)
+        integer(self.prior_branches, "prior_branches", 1, MAX_PRIOR_BRANCHES)
         integer(self.warmup, "warmup", 0, MAX_COUNT)
         seed(self.seed)
         optional(finite_float, self.lr, "lr", 0.0, True, MAX_LR)
@@ -174,9 +215,9 @@ class TrainConfig:
         require(not (self.hjb_weight and self.prior == "problem"), "hjb_weight",
                 "0 with prior='problem' (that prior has no time derivative)", self.hjb_weight)
         if self.agent == "direct":
-            jfb_only = {"grad": "jfb", "solver": "newton", "alpha": None, "prior": "auto",
-                        "prior_branches": 4,
-                        "network": "mlp", "recompute": False, "compile": False,
+            jfb_only = {"grad": "jfb", "solver": "newton", "alpha": None,
+                        "prior": PriorConfig.kind, "prior_branches": PriorConfig.branches,
+                        "network": NetworkConfig.kind, "recompute": False, "compile": False,
                         "costate_weight": 0.0, "hjb_weight": 0.0, "terminal_weight": 0.0}
             for name, default in jfb_only.items():
                 require(getattr(self, name) == default, name,
@@ -193,6 +234,14 @@ class TrainConfig:
                 "False with grad='unrolled' (its graph runs through every step's warm start)",
                 self.recompute)
         output_dir(self.out, "out")
+
+    def network_config(self) -> NetworkConfig:
+        """The network settings of this run, as one object."""
+        return NetworkConfig(self.network, self.width, self.depth, self.rank, self.context)
+
+    def prior_config(self) -> PriorConfig:
+        """The prior and normalisation settings of this run, as one object."""
+        return PriorConfig(self.prior, self.prior_branches, self.normalise)
 
     def env_kwargs(self) -> dict:
         kwargs = dict(self.problem_kwargs)

@@ -28,6 +28,7 @@ from jfbgym.problems import problem_for_env, problem_overrides
 from jfbgym.problems.base import ControlProblem, Time, Trajectory
 from jfbgym.validation import layers, positive_int, require
 
+from .config import DEFAULT_NETWORK, NetworkConfig
 from .network import copy_normalisation, normalised_inputs
 from .policy import Agent, visited_state_normalisation
 
@@ -36,8 +37,8 @@ class PolicyNetwork(nn.Module):
     """u = centre + half·tanh(MLP(s)), s the normalised (z, t); ``depth`` hidden tanh layers of
     ``width``."""
 
-    def __init__(self, state_dim: int, centre: Tensor, half: Tensor, width: int = 96,
-                 depth: int = 3) -> None:
+    def __init__(self, state_dim: int, centre: Tensor, half: Tensor, width: int,
+                 depth: int) -> None:
         super().__init__()
         self.state_dim = positive_int(state_dim, "state_dim")
         self.width, self.depth = layers(width, depth, state_dim + 1,
@@ -80,14 +81,18 @@ class DirectAgent(Agent):
                 f"a policy network for state_dim {problem.state_dim}", network.state_dim)
 
     @classmethod
-    def build(cls, env_id: str, env_kwargs: Mapping[str, Any] | None = None, width: int = 96,
-              depth: int = 3, dtype: torch.dtype = torch.float32,
+    def build(cls, env_id: str, env_kwargs: Mapping[str, Any] | None = None,
+              network: NetworkConfig = DEFAULT_NETWORK, dtype: torch.dtype = torch.float32,
               device: str | torch.device = "cpu", normalise: bool = True,
               seed: int = 0) -> DirectAgent:
-        """A fresh agent (weights from the global torch RNG) whose inputs are normalised by the
-        states its initial policy, the nominal control, visits."""
-        problem = problem_for_env(env_id, dtype=dtype, device=device, **problem_overrides(env_kwargs or {}, "env_kwargs"))
-        agent = cls._assemble(problem, width, depth, env_id, env_kwargs)
+        """A fresh agent (weights from the global torch RNG; ``network``'s width and depth)
+        whose inputs are normalised by the states its initial policy, the nominal control,
+        visits."""
+        require(isinstance(network, NetworkConfig) and network.kind == "mlp", "network",
+                "a NetworkConfig of kind 'mlp' (the direct policy is a plain MLP)", network)
+        problem = problem_for_env(env_id, dtype=dtype, device=device,
+                                  **problem_overrides(env_kwargs or {}, "env_kwargs"))
+        agent = cls._assemble(problem, network.width, network.depth, env_id, env_kwargs)
         if normalise:
             shift, scale, _ = visited_state_normalisation(agent, seed=seed)
             agent.network.set_normalisation(shift, scale)

@@ -94,7 +94,7 @@ class ValueNetwork(nn.Module):
     ``LocalValue``, saved with the network: additive correction).
     """
 
-    def __init__(self, state_dim: int, width: int = 96, depth: int = 3, rank: int = 10,
+    def __init__(self, state_dim: int, width: int, depth: int, rank: int,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                  prior: Prior | None = None, correction_scale: float = CORRECTION_SCALE,
                  local: LocalValue | None = None) -> None:

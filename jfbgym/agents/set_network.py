@@ -74,8 +74,8 @@ class SetValueNetwork(nn.Module):
 
     kind = "set"
 
-    def __init__(self, agent_dim: int, n_agents: int, width: int = 96, depth: int = 3,
-                 context: int = 16, offsets: Tensor | None = None,
+    def __init__(self, agent_dim: int, n_agents: int, width: int, depth: int, context: int,
+                 offsets: Tensor | None = None,
                  local: LocalValue | None = None, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu") -> None:
         super().__init__()

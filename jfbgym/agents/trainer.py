@@ -219,15 +219,13 @@ def clock(seconds: float) -> str:
 def make_agent(config: TrainConfig) -> Agent:
     torch.manual_seed(config.seed)
     if config.agent == "direct":
-        return DirectAgent.build(config.env_id, config.env_kwargs(), config.width, config.depth,
+        return DirectAgent.build(config.env_id, config.env_kwargs(), config.network_config(),
                                  DTYPES[config.dtype], config.device,
                                  normalise=config.normalise != "off", seed=config.seed)
     solver = SolverOptions(config.solver, config.alpha, config.inner_iters, config.inner_tol)
-    agent = JFBAgent.build(config.env_id, config.env_kwargs(), config.width, config.depth,
-                           config.rank, solver, DTYPES[config.dtype], config.device,
-                           prior=config.prior, normalise=config.normalise, seed=config.seed,
-                           network=config.network, context=config.context,
-                           prior_branches=config.prior_branches)
+    agent = JFBAgent.build(config.env_id, config.env_kwargs(), config.network_config(),
+                           config.prior_config(), solver, DTYPES[config.dtype], config.device,
+                           seed=config.seed)
     return agent.compile() if config.compile else agent
 
 
