@@ -163,8 +163,8 @@ class JFBAgent(Agent):
             local = LocalValue(**net_cfg["local"], dtype=problem.dtype, device=problem.device)
         defaults = NetworkConfig()  # files from before a setting existed hold its default
         network = NetworkConfig(net_cfg.get("kind", defaults.kind), net_cfg["width"],
-                                net_cfg["depth"], net_cfg.get("rank", defaults.rank),
-                                net_cfg.get("context", defaults.context))
+                                net_cfg["depth"], net_cfg.get("rank") or defaults.rank,
+                                net_cfg.get("context", defaults.context))  # (set: rank 0)
         return cls._assemble(problem, kind, local, network, solver,
                              net_cfg.get("correction_scale", CORRECTION_SCALE),
                              cfg["env_id"], cfg["env_kwargs"])
