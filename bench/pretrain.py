@@ -227,7 +227,7 @@ def cards() -> None:
 
     rows = ["# Shipped agents", "",
             ("Each trained by `python bench/pretrain.py` and checked against its record by "
-             "`tests/test_pretrained.py`; the cards are written from the records by "
+             "`tests/agents/test_pretrained.py`; the cards are written from the records by "
              "`python bench/pretrain.py --cards`."), "",
             "| agent | gap to J* | training |", "|---|---|---|"]
     for name in available():

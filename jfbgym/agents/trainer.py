@@ -4,14 +4,16 @@ rollout instead (``jfbgym.agents.direct``), with everything else shared. Reads t
 
     train(TrainConfig(env_id="QuadSwarm-v0", n_agents=6, out="runs/quad6"))
 
-Every iteration draws a fresh minibatch from ρ (the setting of the convergence theorem); a fixed
-held-out validation batch is scored every ``val_every`` iterations. Adam, with a learning-rate
-schedule over the budget (``LearningRate``). The budget is iterations, CPU seconds of this
-process (the comparable unit on a shared machine) or a wall-clock limit, whichever ends first.
+``train`` checks the settings and the run directory; ``Trainer`` holds a run's state and its
+loop (``Trainer.run``). Every iteration draws a fresh minibatch from ρ (the setting of the
+convergence theorem); a fixed held-out validation batch is scored every ``val_every``
+iterations. Adam, with a learning-rate schedule over the budget (``jfbgym.agents.budget``: the
+schedule, the budget in iterations, CPU or wall seconds, and Ctrl-C). Reports go through one
+``RunLog`` (CSV, TensorBoard, progress bar).
 
 Nothing trained is lost: checkpoints are atomic and complete (optimizer, schedule and RNG
-states), so ``resume`` continues bit-for-bit under an iteration budget; Ctrl-C and the budget
-save before stopping. Nothing bad is kept: a non-finite loss or gradient restores the last good
+states), so ``resume`` continues bit-for-bit under an iteration budget; Ctrl-C, SIGTERM, a dead
+rank and the budget save before stopping. Nothing bad is kept: a non-finite loss or gradient restores the last good
 state at half the learning rate (a second one in a row stops); a validation cost that is
 non-finite or blows up undoes the steps since the last validation and halves the learning rate;
 a state with non-finite weights is never written.
@@ -21,25 +23,21 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import json
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from tqdm import tqdm
 
 import jfbgym
 from jfbgym.problems import problem_for_env, problem_overrides
 from jfbgym.validation import is_integer, is_number, require
 
 from .agent import DTYPES, InnerLog, JFBAgent
+from .budget import MIN_LR_SCALE, Budget, LearningRate, StopRequest
 from .checkpoint import (
     CHECKPOINT,
     CheckpointError,
@@ -60,10 +58,7 @@ from .distributed import PeerLost, World
 from .implicit import SolverOptions
 from .losses import value_penalties
 from .policy import Agent
-
-MIN_LR_SCALE = 2.0**-20  # a run backed off this far diverges at any learning rate: it stops
-LOG_FIELDS = ("iteration", "loss", "val_cost", "inner_residual", "inner_iters", "unconverged",
-              "lr", "seconds", "wall", "cpu", "costate", "hjb", "terminal")
+from .runlog import RunLog
 
 
 @dataclass
@@ -72,148 +67,6 @@ class TrainResult:
     history: list[dict]
     status: str  # "finished", "time budget", "interrupted", "non-finite loss" or "diverged"
     out: Path
-
-
-class LearningRate:
-    """The learning rate at each iteration: a linear warm-up, then ``cosine`` decay to zero at
-    the end of the budget, ``plateau`` halving when validation stops improving for
-    ``patience`` validations, or ``constant``; times ``scale``, which every back-off halves."""
-
-    def __init__(self, config: TrainConfig, prior: str) -> None:
-        self.peak, self.kind, self.warmup = config.learning_rate(prior), config.schedule, \
-            config.warmup
-        self.patience = config.lr_patience
-        self.scale, self.best, self.bad = 1.0, math.inf, 0
-
-    def value(self, iteration: int, progress: float) -> float:
-        warm = min(1.0, (iteration + 1) / self.warmup) if self.warmup else 1.0
-        shape = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) \
-            if self.kind == "cosine" else 1.0
-        return self.peak * self.scale * warm * shape
-
-    def observe(self, val_cost: float) -> None:
-        """Plateau bookkeeping after a validation."""
-        if self.kind != "plateau":
-            return
-        if not math.isfinite(self.best) or val_cost < self.best - 1e-4 * abs(self.best):
-            self.best, self.bad = val_cost, 0
-        else:
-            self.bad += 1
-            if self.bad > self.patience:
-                self.scale, self.bad = 0.5 * self.scale, 0
-
-    def state_dict(self) -> dict:
-        return {"scale": self.scale, "best": self.best, "bad": self.bad}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.scale, self.best, self.bad = state["scale"], state["best"], state["bad"]
-
-
-class Budget:
-    """Iterations, CPU seconds (whole run) and wall seconds (this call) used so far."""
-
-    def __init__(self, config: TrainConfig, iteration: int, cpu: float, wall: float,
-                 world: World, stop: StopRequest | None = None) -> None:
-        self.world, self.stop = world, stop
-        self.iters, self.cpu_budget = config.iteration_budget(), config.budget_seconds()
-        self.wall_limit = None if config.max_minutes is None else 60.0 * config.max_minutes
-        self.start_iteration, self.cpu0, self.wall0 = iteration, cpu, wall
-        self.clock, self.cpu_clock = time.perf_counter(), time.process_time()
-
-    def cpu(self) -> float:
-        return self.cpu0 + time.process_time() - self.cpu_clock
-
-    def wall(self) -> float:
-        return self.wall0 + time.perf_counter() - self.clock
-
-    def progress(self, iteration: int) -> float:
-        """Fraction of the training budget used (the binding one), in [0, 1]."""
-        parts = [] if self.iters is None else [iteration / self.iters]
-        if self.cpu_budget is not None:
-            parts.append(self.cpu() / self.cpu_budget)
-        if self.wall_limit is not None:
-            parts.append((time.perf_counter() - self.clock) / self.wall_limit)
-        return min(1.0, max(parts))
-
-    def exhausted(self, iteration: int) -> str | None:
-        """Why training must stop now, or None (a call always makes one iteration first); in a
-        distributed run, every rank stops when one must."""
-        reason = self._exhausted(iteration)
-        if self.world.any(reason is not None):
-            return reason or "time budget"
-        return None
-
-
-    def _exhausted(self, iteration: int) -> str | None:
-        if self.stop is not None and self.stop.requested:
-            return "interrupted"
-        if self.iters is not None and iteration >= self.iters:
-            return "finished"
-        if iteration == self.start_iteration:
-            return None
-        if self.cpu_budget is not None and self.cpu() >= self.cpu_budget:
-            return "time budget"
-        if self.wall_limit is not None and time.perf_counter() - self.clock >= self.wall_limit:
-            return "time budget"
-        return None
-
-    def exclude(self, call: Callable[..., Any], *args: Any) -> Any:
-        """Run ``call(*args)`` without charging its time to the budget (a benchmark's
-        evaluations)."""
-        cpu, wall = time.process_time(), time.perf_counter()
-        try:
-            return call(*args)
-        finally:
-            self.cpu_clock += time.process_time() - cpu
-            self.clock += time.perf_counter() - wall
-
-    def left(self, iteration: int) -> str:
-        """What remains of the binding budget, for the progress bar: '1m23s CPU left',
-        '0m40s left' (wall clock) or '140 iterations left'."""
-        shares = [] if self.iters is None else \
-            [(iteration / self.iters, f"{self.iters - iteration} iterations left")]
-        if self.cpu_budget is not None:
-            shares.append((self.cpu() / self.cpu_budget,
-                           clock(self.cpu_budget - self.cpu()) + " CPU left"))
-        if self.wall_limit is not None:
-            used = time.perf_counter() - self.clock
-            shares.append((used / self.wall_limit, clock(self.wall_limit - used) + " left"))
-        return max(shares, key=lambda share: share[0])[1]
-
-
-class StopRequest:
-    """Ctrl-C and SIGTERM during training: the first asks the loop to stop after the iteration
-    under way (validated and saved: nothing completed is lost), a second stops at once (the run
-    falls back to its last validated state). Installed for the loop, in the main thread."""
-
-    def __init__(self, announce: bool) -> None:
-        self.requested, self.announce, self.saving = False, announce, False
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self.previous[s] = signal.signal(s, self.handle)
-
-    def __exit__(self, *exc: object) -> None:
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-
-    def handle(self, signum: int, frame: Any) -> None:
-        if self.saving:
-            return
-        if self.requested:
-            raise KeyboardInterrupt(f"signal {signum}")
-        self.requested = True
-        if self.announce:
-            tqdm.write("stopping after this iteration (saved on the way out); interrupt again "
-                       "to stop at once")
-
-
-def clock(seconds: float) -> str:
-    """'1m23s' for a non-negative duration."""
-    seconds = max(0.0, seconds)
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
 def make_agent(config: TrainConfig) -> Agent:
@@ -252,6 +105,7 @@ class Trainer:
         self.history: list[dict] = []
         self.iteration, self.cpu, self.wall = 0, 0.0, 0.0
         self.best: dict | None = None  # the best validated weights: {val_cost, iteration, model}
+        self.log: RunLog | None = None  # while run() runs
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict:
@@ -288,10 +142,10 @@ class Trainer:
         scale = 0.5 * self.lr.scale
         self.restore(state)
         self.lr.scale = scale
-        if self.world.is_main:
-            write_csv(self.out, self.history)
-            tqdm.write(f"iteration {self.iteration}: {why}; back to the last good state, "
-                       f"learning rate x{self.lr.scale:g}")
+        if self.log is not None:
+            self.log.restart(self.history)
+            self.log.say(f"iteration {self.iteration}: {why}; back to the last good state, "
+                         f"learning rate x{self.lr.scale:g}")
         return scale >= MIN_LR_SCALE
 
     def resume(self) -> None:
@@ -374,7 +228,8 @@ class Trainer:
         if not self.world.is_main:
             return
         if not state_is_finite(state["model"]):
-            tqdm.write(f"iteration {state['iteration']}: non-finite weights, not saved")
+            if self.log is not None:
+                self.log.say(f"iteration {state['iteration']}: non-finite weights, not saved")
             return
         save_state(self.out / CHECKPOINT, state)
         save_state(snapshot_path(self.out, state["iteration"]), {"model": state["model"]})
@@ -423,6 +278,118 @@ class Trainer:
         return self.world.sum(local) / self.x_val.shape[0]
 
 
+    # ------------------------------------------------------------------- the loop
+    def run(self, progress: bool = True,
+            callback: Callable[[Agent, dict], None] | None = None) -> TrainResult:
+        """Train until the budget is spent, a stop is asked for or the run diverges; save and
+        return the agent (the best validated one), its history and why it stopped (see
+        ``train``)."""
+        config, world, out, main = self.config, self.world, self.out, self.world.is_main
+        self.resume()
+        if main:
+            save_json(out / "config.json", run_config(config, self.agent))
+        log = self.log = RunLog(out, main, progress, config.tensorboard,
+                               f"{config.grad if config.agent == 'jfb' else config.agent} "
+                               f"{self.agent.env_id}")
+        log.restart(self.history)  # the CSV restarts from the checkpoint
+        budget = Budget(config, self.iteration, self.cpu, self.wall, world)
+        val_cost = self.history[-1]["val_cost"] if self.history else self.validate()
+        if self.best is None:
+            self.observe_validation(val_cost)
+        require(math.isfinite(val_cost), "config",
+                "an initial policy with a finite validation cost (the guard against blow-ups "
+                "needs one)", val_cost)
+        last_good, strikes, status, validated = self.snapshot(), 0, "finished", self.iteration
+        stop = StopRequest(announce=main)
+        budget.stop = stop
+        try:
+            stop.__enter__()
+            while (reason := budget.exhausted(self.iteration)) is None:
+                # 1. a fresh minibatch, its closed-loop cost and gradient, an Adam step
+                lr = self.lr.value(self.iteration, budget.progress(self.iteration))
+                tic = time.perf_counter()
+                result = self.step(lr)
+                # 2. a non-finite loss or gradient: back to the last good state
+                if result is None:
+                    strikes += 1
+                    if strikes >= 2:
+                        log.say("non-finite loss again: stopping (last good state saved)")
+                        status = "non-finite loss"
+                        break
+                    self.back_off(last_good, "non-finite loss or gradient")
+                    continue
+                strikes = 0
+                loss, inner = result
+                self.iteration += 1
+                self.cpu, self.wall = budget.cpu(), budget.wall()
+                row = {"iteration": self.iteration, "loss": loss, "val_cost": val_cost, **inner,
+                       "lr": lr, "seconds": time.perf_counter() - tic, "wall": self.wall,
+                       "cpu": self.cpu}
+                # 3. validation on the fixed held-out batch; a blow-up or non-finite cost undoes
+                # the steps since the last validation (keeping them would also poison Adam's
+                # moments for tens of steps)
+                if self.iteration % config.val_every == 0 or budget.exhausted(self.iteration):
+                    cost = self.validate()
+                    if not (math.isfinite(cost) and cost <= val_cost + config.blowup * abs(val_cost)):
+                        if not self.back_off(last_good, f"validation cost {cost:.4g} blew up (was "
+                                            f"{val_cost:.4g})"):
+                            status = "diverged"
+                            break
+                        continue
+                    val_cost = row["val_cost"] = cost
+                    self.observe_validation(cost)
+                    validated = self.iteration
+                    self.lr.observe(cost)
+                    if callback is not None:
+                        budget.exclude(callback, self.agent, row)
+                self.history.append(row)
+                log.add(row)
+                if validated == self.iteration:
+                    last_good = self.snapshot()
+                log.progress(round(100 * budget.progress(self.iteration)),
+                             f"iteration {self.iteration}, loss {loss:.5g}, validation "
+                             f"{val_cost:.5g}, lr {lr:.2g}, {budget.left(self.iteration)}")
+                if self.iteration % config.checkpoint_every == 0:
+                    self.save(self.snapshot())
+            else:
+                status = reason
+                if validated != self.iteration:  # the steps since the last validation, checked now
+                    cost = self.validate()
+                    if math.isfinite(cost) and cost <= val_cost + config.blowup * abs(val_cost):
+                        validated = self.iteration
+                        self.observe_validation(cost)
+                if validated == self.iteration:  # else they blew up: dropped
+                    last_good = self.snapshot()
+        except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: stop mid-iteration
+            status = "interrupted"
+            log.say("interrupted: saving the last validated state")
+            self.restore(last_good)
+        except PeerLost as err:  # another rank died: save what this one holds
+            status = "peer lost"
+            log.say(f"{err}: saving the last validated state")
+            self.restore(last_good)
+        finally:
+            stop.saving = True  # from here a signal only waits for the save below
+            log.close()
+        try:
+            self.restore(last_good)
+            self.save(last_good)
+        finally:
+            stop.__exit__()
+        best = self.best
+        if best is not None and best["val_cost"] < val_cost:
+            # a run may drift after its best point (measured: ConsumptionSavings at lr 1e-2 went
+            # from -279.5 to -84.9 late in a 10-minute run): the agent is the best one validated;
+            # the checkpoint keeps the last state (and this) for --resume
+            self.net.load_state_dict(best["model"])
+            log.say(f"the agent is the best validated one (iteration {best['iteration']}, "
+                    f"validation cost {best['val_cost']:.6g}; the last was {val_cost:.6g})")
+        if status not in ("interrupted", "peer lost"):  # a peer may be gone: no collective call
+            world.close()
+        self.log = None
+        return TrainResult(self.agent, self.history, status, out)
+
+
 RUN_FILES = ("config.json", CHECKPOINT, "log.csv", "log.json")
 
 
@@ -437,6 +404,7 @@ def prepare_output(config: TrainConfig) -> Path:
         require(not (out / name).is_dir(), "out", f"a run directory whose {name} is a file "
                 "(it is a directory there)", str(out))
     return out
+
 
 
 def train(config: TrainConfig, progress: bool = True,
@@ -455,146 +423,7 @@ def train(config: TrainConfig, progress: bool = True,
     require(config.batch >= world.size and config.val_batch >= world.size, "batch",
             f"at least one state per rank ({world.size} ranks)", config.batch)
     with RunLock(out) if world.is_main else contextlib.nullcontext():
-        return _train(config, progress, callback, out, world)
-
-
-def _train(config: TrainConfig, progress: bool, callback: Callable[[Agent, dict], None] | None,
-           out: Path, world: World) -> TrainResult:
-    main = world.is_main
-    setup = time.process_time()
-    run = Trainer(config, world)
-    run.cpu = time.process_time() - setup  # the prior's open-loop solve is training time too
-    run.resume()
-    if main:
-        save_json(out / "config.json", run_config(config, run.agent))
-        write_csv(out, run.history)  # the CSV restarts from the checkpoint
-    tb = tensorboard_writer(out) if config.tensorboard and main else None
-    budget = Budget(config, run.iteration, run.cpu, run.wall, world)
-    val_cost = run.history[-1]["val_cost"] if run.history else run.validate()
-    if run.best is None:
-        run.observe_validation(val_cost)
-    require(math.isfinite(val_cost), "config",
-            "an initial policy with a finite validation cost (the guard against blow-ups "
-            "needs one)", val_cost)
-    last_good, strikes, status, validated = run.snapshot(), 0, "finished", run.iteration
-    stop = StopRequest(announce=main)
-    budget.stop = stop
-    progress = progress and main
-    bar = tqdm(total=100, disable=not progress, dynamic_ncols=True,
-               desc=f"{config.grad if config.agent == 'jfb' else config.agent} {run.agent.env_id}",
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix[0]}", postfix=[""])
-    try:
-        stop.__enter__()
-        while (reason := budget.exhausted(run.iteration)) is None:
-            # 1. a fresh minibatch, its closed-loop cost and gradient, an Adam step
-            lr = run.lr.value(run.iteration, budget.progress(run.iteration))
-            tic = time.perf_counter()
-            result = run.step(lr)
-            # 2. a non-finite loss or gradient: back to the last good state
-            if result is None:
-                strikes += 1
-                if strikes >= 2:
-                    tqdm.write("non-finite loss again: stopping (last good state saved)")
-                    status = "non-finite loss"
-                    break
-                run.back_off(last_good, "non-finite loss or gradient")
-                continue
-            strikes = 0
-            loss, inner = result
-            run.iteration += 1
-            run.cpu, run.wall = budget.cpu(), budget.wall()
-            row = {"iteration": run.iteration, "loss": loss, "val_cost": val_cost, **inner,
-                   "lr": lr, "seconds": time.perf_counter() - tic, "wall": run.wall,
-                   "cpu": run.cpu}
-            # 3. validation on the fixed held-out batch; a blow-up or non-finite cost undoes
-            # the steps since the last validation (keeping them would also poison Adam's
-            # moments for tens of steps)
-            if run.iteration % config.val_every == 0 or budget.exhausted(run.iteration):
-                cost = run.validate()
-                if not (math.isfinite(cost) and cost <= val_cost + config.blowup * abs(val_cost)):
-                    if not run.back_off(last_good, f"validation cost {cost:.4g} blew up (was "
-                                        f"{val_cost:.4g})"):
-                        status = "diverged"
-                        break
-                    continue
-                val_cost = row["val_cost"] = cost
-                run.observe_validation(cost)
-                validated = run.iteration
-                run.lr.observe(cost)
-                if callback is not None:
-                    budget.exclude(callback, run.agent, row)
-            run.history.append(row)
-            if main:
-                with open(out / "log.csv", "a", newline="") as fh:
-                    csv.DictWriter(fh, LOG_FIELDS).writerow(row)
-            if tb is not None:
-                for key in ("loss", "val_cost", "lr", "inner_residual", "unconverged"):
-                    tb.add_scalar(f"train/{key}", row[key], run.iteration)
-            if validated == run.iteration:
-                last_good = run.snapshot()
-            bar.n = round(100 * budget.progress(run.iteration))
-            if progress:  # (a disabled tqdm has no postfix)
-                bar.postfix[0] = (f"iteration {run.iteration}, loss {loss:.5g}, validation "
-                                  f"{val_cost:.5g}, lr {lr:.2g}, {budget.left(run.iteration)}")
-                bar.refresh()
-            if run.iteration % config.checkpoint_every == 0:
-                run.save(run.snapshot())
-        else:
-            status = reason
-            if validated != run.iteration:  # the steps since the last validation, checked now
-                cost = run.validate()
-                if math.isfinite(cost) and cost <= val_cost + config.blowup * abs(val_cost):
-                    validated = run.iteration
-                    run.observe_validation(cost)
-            if validated == run.iteration:  # else they blew up: dropped
-                last_good = run.snapshot()
-    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: stop mid-iteration
-        status = "interrupted"
-        if main:
-            tqdm.write("interrupted: saving the last validated state")
-        run.restore(last_good)
-    except PeerLost as err:  # another rank died: save what this one holds
-        status = "peer lost"
-        if main:
-            tqdm.write(f"{err}: saving the last validated state")
-        run.restore(last_good)
-    finally:
-        stop.saving = True  # from here a signal only waits for the save below
-        bar.close()
-        if tb is not None:
-            tb.close()
-    try:
-        run.restore(last_good)
-        run.save(last_good)
-    finally:
-        stop.__exit__()
-    best = run.best
-    if best is not None and best["val_cost"] < val_cost:
-        # a run may drift after its best point (measured: ConsumptionSavings at lr 1e-2 went
-        # from -279.5 to -84.9 late in a 10-minute run): the agent is the best one validated;
-        # the checkpoint keeps the last state (and this) for --resume
-        run.net.load_state_dict(best["model"])
-        if main:
-            tqdm.write(f"the agent is the best validated one (iteration {best['iteration']}, "
-                       f"validation cost {best['val_cost']:.6g}; the last was {val_cost:.6g})")
-    if status not in ("interrupted", "peer lost"):  # a peer may be gone: no collective call
-        world.close()
-    return TrainResult(run.agent, run.history, status, out)
-
-
-def write_csv(out: Path, history: list[dict]) -> None:
-    """``log.csv`` holding exactly ``history`` (rewritten after a resume or a back-off)."""
-    with open(out / "log.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, LOG_FIELDS)
-        writer.writeheader()
-        writer.writerows(history)
-
-
-def tensorboard_writer(out: Path) -> Any:
-    """A ``SummaryWriter`` logging to ``out/tb`` (the optional ``tensorboard`` package)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as err:
-        raise ValueError("tensorboard: expected the tensorboard package to be installed "
-                         "(pip install 'jfbgym[tensorboard]')") from err
-    return SummaryWriter(log_dir=str(out / "tb"))
+        setup = time.process_time()
+        run = Trainer(config, world)
+        run.cpu = time.process_time() - setup  # the prior's open-loop solve is training time
+        return run.run(progress, callback)

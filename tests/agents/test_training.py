@@ -237,8 +237,8 @@ def test_the_agent_is_the_best_validated_one(tmp_path, monkeypatch) -> None:
 def test_a_time_budget_binds_unless_an_iteration_cap_is_given(tmp_path, monkeypatch):
     """``iters`` defaults to 500 on its own, and to no cap beside a time budget: a CPU budget a
     default cap cut short would silently not bind."""
+    from jfbgym.agents.budget import Budget
     from jfbgym.agents.distributed import World
-    from jfbgym.agents.trainer import Budget
 
     assert TrainConfig().iteration_budget() == DEFAULT_ITERS == 500
     assert TrainConfig(cpu_minutes=10).iteration_budget() is None
@@ -256,8 +256,8 @@ def test_a_time_budget_binds_unless_an_iteration_cap_is_given(tmp_path, monkeypa
 
 
 def test_progress_bar_reports_the_binding_budget(tmp_path, monkeypatch):
+    from jfbgym.agents.budget import Budget
     from jfbgym.agents.distributed import World
-    from jfbgym.agents.trainer import Budget
 
     budget = Budget(lq_config(tmp_path, iters=1_000_000, max_minutes=2.0), 0, 0.0, 0.0, World())
     monkeypatch.setattr(budget, "clock", budget.clock - 30.5)  # 30.5 s of 120 gone

@@ -24,7 +24,7 @@ from gymnasium.utils.env_checker import check_env
 from jfbgym.problems import ENV_SPECS, check_derivatives, problem_for_env
 from jfbgym.problems.base import ControlProblem
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PENDULUM = "pendulum:DampedPendulum"
 
 
@@ -103,7 +103,7 @@ def test_the_example_trains_certifies_and_renders(tmp_path) -> None:
 
 def _run(argv: list[str], cwd: Path, extra_path: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (extra_path, str(Path(__file__).resolve().parents[1]),
+        p for p in (extra_path, str(Path(__file__).resolve().parents[2]),
                     os.environ.get("PYTHONPATH", "")) if p)}
     code = f"from jfbgym.cli import main; import sys; sys.exit(main({argv!r}))"
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
@@ -149,7 +149,7 @@ def test_a_package_entry_point_registers_its_env_id(tmp_path) -> None:
             "obs, _ = env.reset(seed=0)\n"
             "print(ENV_SPECS['DampedPendulum-v0'][0], obs.shape)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(EXAMPLES),
-                                                        str(Path(__file__).resolve().parents[1])])}
+                                                        str(Path(__file__).resolve().parents[2])])}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -174,7 +174,7 @@ def test_config_defaults_to_the_stored_arguments() -> None:
 
 
 def test_the_docs_page_shows_the_example_as_it_is() -> None:
-    page = (Path(__file__).resolve().parents[1] / "docs" / "own-problem.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "own-problem.md").read_text()
     shown = page.split("```python\n", 1)[1].split("```", 1)[0]
     source = (EXAMPLES / "pendulum.py").read_text()
     code = source[source.index("import torch"):]
