@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from quality import load_average
+from common import load_average, write_json
 
 from jfbgym.agents import JFBAgent, PriorConfig
 from jfbgym.evaluation import held_out_states, optimality_gap
@@ -103,8 +103,7 @@ def main() -> int:
         rows.append(row(alpha, args.states, args.openloop_iters, args.quick))
         print(json.dumps(rows[-1]), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"env_id": ENV_ID, "rows": rows,
-                                          "torch": torch.__version__, "threads": 1}, indent=1))
+    write_json(args.out, {"env_id": ENV_ID, "rows": rows})
     names = ("separate", "per drone", "prior alone", "shipped agent")
     print(f"{'alpha_int':>9} {'J*':>8} " + " ".join(f"{k:>14}" for k in names))
     for r in rows:

@@ -9,13 +9,13 @@ inner Newton solve at every step) and a training iteration.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import torch
+from common import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -92,8 +92,7 @@ def main() -> None:
         row["iteration_ratio"] = row["iteration_cpu_s"] / base["iteration_cpu_s"]
     record = {"batch": args.batch, "n_steps": 60, "threads": 1, "torch": torch.__version__,
               "load_average": os.getloadavg(), "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(args.out, record)
     print(f"batch {args.batch}, 60 steps, one thread, load average {os.getloadavg()[0]:.2f}")
     for label, row in rows.items():
         print(f"{label:20s} rollout {row['rollout_cpu_s']:.3f} CPU-s (x{row['rollout_ratio']:.1f})"

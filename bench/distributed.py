@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import write_json
+
 ROOT = Path(__file__).resolve().parent
 
 
@@ -67,7 +69,7 @@ def main() -> int:
               "machine": platform.machine(), "python": sys.version.split()[0], "runs": runs}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json(out, result)
     print(f"wrote {out}")
     return 0
 

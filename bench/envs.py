@@ -15,7 +15,6 @@ best of ``--repeats`` timings, and the process CPU time and the load average are
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import write_json
 
 import jfbgym
 from jfbgym.envs import ENV_SPECS, ControlEnv, ControlVectorEnv
@@ -138,7 +138,7 @@ def main() -> int:
         "load_average_before_after": [load_before, os.getloadavg()],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_json(args.out, result)
     for row in result["quadswarm"]:
         print(f"N={row['n_agents']} K={row['num_envs']:5d}: vector "
               f"{row['vector_agent_steps_per_s']:.3g} agent-steps/s, looped single "

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import write_json
 
 POOL = [0, 1, -1, 0.5, 3.7, 1e9, -1e9, 1e30, 1e300, 1e-300, float("nan"), float("inf"),
         -float("inf"), True, None, "x", "", [], [1.0, 2.0], {"a": 1}, 2**70, -2**70, 1j,
@@ -340,8 +341,7 @@ def main() -> None:
               "load_average": os.getloadavg(), "torch": torch.__version__,
               "counts": {k: dict(v) for k, v in counts.items()}, "total": dict(total),
               "tried": sum(total.values()), "problems": crashes[:50]}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(args.out, record)
     for category, c in counts.items():
         print(f"{category:18s} {sum(c.values()):5d} tried: {dict(c)}")
     print(f"{'all':18s} {record['tried']:5d} tried: {dict(total)}")

@@ -28,6 +28,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import write_json
+
 MODES = ("jfb", "unrolled", "implicit", "newton-jfb")
 PROBLEMS = (("Quadrotor-v0", 1), ("QuadSwarm-v0", 6))
 
@@ -137,7 +139,7 @@ def main() -> int:
                     if res.get(k) and base.get(k)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": settings, "results": results}, indent=2))
+    write_json(out, {"settings": settings, "results": results})
     plot(results, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0

@@ -15,7 +15,6 @@ in the JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from common import write_json
 
 from jfbgym.problems import ControlProblem, make_problem
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": platform.machine(), "processor": platform.processor(),
               "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

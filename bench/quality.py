@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import load_average, write_json
 
 from jfbgym.agents.config import TrainConfig
 from jfbgym.agents.trainer import train
@@ -57,10 +58,6 @@ VARIANTS = {  # name -> TrainConfig overrides on top of the library's defaults
     "plateau": {"schedule": "plateau"},
     "compile": {"compile": True},
 }
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def reference(label: str, n_states: int, quick: bool) -> dict:
@@ -209,7 +206,7 @@ def main() -> int:
                       f"{100 * run['gap']:+.3f}% after {run['iterations']} iterations",
                       flush=True)
                 out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps(results, indent=2))
+                write_json(out, results)
     plot(results, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0

@@ -9,7 +9,6 @@ Writes ``bench/results/render.json`` (one torch thread, load average recorded).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import write_json
 
 from jfbgym.envs.rendering import FRAME_SIZE, matplotlib_frame, render_frame
 from jfbgym.problems import problem_for_env
@@ -66,7 +66,7 @@ def main() -> int:
               f"(load {run['load_average']})", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    write_json(out, results)
     print(f"wrote {out}")
     return 0
 

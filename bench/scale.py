@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import write_json
+
 ROOT = Path(__file__).resolve().parent
 
 
@@ -231,7 +233,7 @@ def main() -> int:
               "exponents are per initial state; peak RSS includes the batch"}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json(out, result)
     if runs:
         plot(runs, out.with_suffix(".png"))
     print(f"written to {out}")

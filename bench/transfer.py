@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import torch
-from quality import load_average
+from common import load_average, write_json
 
 from jfbgym.agents import JFBAgent, NetworkConfig, PriorConfig
 from jfbgym.agents.config import TrainConfig
@@ -147,7 +147,7 @@ def main() -> int:
     report = {"env_id": ENV_ID, "trained": trained, "rows": rows, "torch": torch.__version__,
               "machine": platform.machine(), "cpus": os.cpu_count(), "threads": 1}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    write_json(args.out, report)
     names = ("set agent", "prior alone", "trained at this N", "heuristic")
     print(f"{'N':>5} " + " ".join(f"{k:>17}" for k in names) + f" {'J*':>10}")
     for r in rows:

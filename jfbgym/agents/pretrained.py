@@ -7,7 +7,7 @@ A saved agent is a directory of two files, neither of which can execute code whe
                  held-out states (J, J*, gap, the heuristic's J)
     weights.pt   the network's tensors (``torch.load(..., weights_only=True)``)
 
-``bench/pretrain.py`` regenerates every shipped agent; ``tests/agents/test_pretrained.py`` checks each
+``tools/release.py`` regenerates every shipped agent; ``tests/agents/test_pretrained.py`` checks each
 against its record.
 """
 

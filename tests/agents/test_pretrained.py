@@ -1,5 +1,5 @@
 """Every agent shipped in the package loads, beats the heuristic, and scores what its record says
-on the held-out states it was scored on (``bench/pretrain.py`` regenerates them)."""
+on the held-out states it was scored on (``tools/release.py`` regenerates them)."""
 
 import json
 

@@ -2,14 +2,16 @@
 
 Each agent trains with the library's default recipe (``TrainConfig`` defaults: local or
 problem value prior, cosine schedule) under a fixed CPU-time budget on one thread, seed 0; it is
-then scored on the 100 held-out states against the certified open-loop optimum J* (cached by
-``bench/quality.py``, refined from the agent's own controls so that J* ≤ J) and the problem's
-heuristic. Settings, seed, commit, CPU time, hardware and scores go into its ``agent.json``.
+then scored on the 100 held-out states against the certified open-loop optimum J* (stagewise
+Newton from the nominal, zero and heuristic controls and from the agent's own, best per state,
+so that J* ≤ J) and the problem's
+heuristic. Settings, seed, commit, CPU time, hardware and scores go into its ``agent.json``;
+``--cards`` writes each agent's model card into ``docs/agents/`` from those records.
 
-    python bench/pretrain.py                       # every agent (about 1.5 CPU-hours)
-    python bench/pretrain.py --names Quadrotor-v0  # one
-    python bench/pretrain.py --table               # the README's table, from the records
-    python bench/pretrain.py --rescore             # J* and gaps again, against today's J*
+    python tools/release.py                       # every agent (about 1.5 CPU-hours)
+    python tools/release.py --names Quadrotor-v0  # one
+    python tools/release.py --table               # the README's table, from the records
+    python tools/release.py --rescore             # J* and gaps again, against today's J*
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import quality
 import torch
 
 from jfbgym.agents.config import TrainConfig
@@ -32,14 +33,15 @@ from jfbgym.agents.pretrained import SHIPPED
 from jfbgym.agents.trainer import train
 from jfbgym.baselines import references
 from jfbgym.evaluation import HELD_OUT_SEED, held_out_states
+from jfbgym.openloop import open_loop_optimum
 from jfbgym.problems import problem_for_env
 
-ROOT = Path(__file__).resolve().parent
-RECIPES = {  # name -> (quality.py env label, CPU minutes, TrainConfig overrides)
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {  # name -> (env id, CPU minutes, TrainConfig overrides)
     "Quadrotor-v0": ("Quadrotor-v0", 10.0, {}),
-    # compiled: 20-25% more iterations per CPU-minute (bench/scale.py --compile off on)
+    # compiled: more iterations per CPU-minute (bench/scale.py --compile off on)
     "QuadSwarm-v0": ("QuadSwarm-v0", 30.0, {"compile": True}),
-    # flies any N (transfer()); README's transfer table scores it against the N = 100 J*
+    # flies any N (transfer()); bench/transfer.py scores it against the N = 100 J*
     "QuadSwarm-v0-set": ("QuadSwarm-v0", 30.0, {"network": "set"}),
     "MultiBicycle-v0": ("MultiBicycle-v0", 5.0, {}),
     "ConsumptionSavings-v0": ("ConsumptionSavings-v0", 5.0, {}),
@@ -54,20 +56,32 @@ def commit() -> str:
             return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT,
                                   check=True).stdout.strip()
         # the shipped weights themselves are this script's output, not a change to the code
-        dirty = git("status", "--porcelain", "--", "../jfbgym", ".", ":!../jfbgym/pretrained")
+        dirty = git("status", "--porcelain", "--", "jfbgym", "tools", ":!jfbgym/pretrained")
         return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
+def certified_optimum(agent, states: int) -> dict:
+    """J* per held-out state of ``agent``'s problem: stagewise Newton from the problem's own
+    starts, then from those optima and the agent's own controls, best per state (so J* ≤ J),
+    in float64; with its certificate."""
+    problem = problem_for_env(agent.env_id, dtype=torch.float64, **agent.env_kwargs)
+    x0 = held_out_states(problem, states)
+    first = open_loop_optimum(problem, x0)
+    with torch.no_grad():  # the agent's controls, from its own (float32) problem
+        own = agent.rollout(x0.to(agent.problem.dtype), warn=False).controls.double()
+    result = open_loop_optimum(problem, x0, init=[first.controls, own])
+    return {"cost": result.cost, "certificate": result.certificate()}
+
+
 def pretrain(name: str, states: int, extra: dict | None = None,
              dest: Path = SHIPPED) -> dict:
-    label, minutes, overrides = RECIPES[name]
+    env_id, minutes, overrides = RECIPES[name]
     overrides = {**overrides, **(extra or {})}
-    env_id, kwargs = quality.ENVS[label]
-    ref = quality.reference(label, states, quick=False)
+    kwargs: dict = {}
     config = TrainConfig(env_id=env_id, problem_kwargs=dict(kwargs), cpu_minutes=minutes, seed=0,
-                         out=str(ROOT / "results" / "pretrain" / f"{name}-{dest.name}"),
+                         out=str(ROOT / "runs" / "release" / f"{name}-{dest.name}"),
                          **overrides)
     load, trained_from = [round(x, 2) for x in os.getloadavg()], commit()
     x0 = held_out_states(problem_for_env(env_id, **kwargs), states)
@@ -85,12 +99,12 @@ def pretrain(name: str, states: int, extra: dict | None = None,
         costs = agent.objective(x0, warn=False).double()
         heuristic = list(references(agent.problem).values())[-1]  # the heuristic, else zero
         h_cost = agent.problem.rollout(heuristic.control, x0).cost.double()
-    refined = quality.refine(label, agent, ref)
+    refined = certified_optimum(agent, states)
     J, J_star = float(costs.mean()), float(refined["cost"].mean())
     last = result.history[-1]
     record = {
         "env_id": env_id, "env_kwargs": kwargs, "seed": config.seed, "commit": trained_from,
-        "command": f"python bench/pretrain.py --names {name}",
+        "command": f"python tools/release.py --names {name}",
         "train": config.to_dict(), "peak_lr": config.learning_rate(agent.prior),
         "status": result.status, "iterations": last["iteration"],
         "train_cpu_seconds": round(last["cpu"], 1), "threads": torch.get_num_threads(),
@@ -113,15 +127,14 @@ def pretrain(name: str, states: int, extra: dict | None = None,
 
 
 def rescore(name: str, states: int) -> dict:
-    """Re-score shipped agent ``name`` against today's J* (``quality.reference``, refined from
-    the agent's own controls), without retraining: only the J* fields of its record change."""
+    """Re-score shipped agent ``name`` against today's J* (``certified_optimum``), without
+    retraining: only the J* fields of its record change."""
     from jfbgym.agents import load_agent
     from jfbgym.agents.checkpoint import read_json, save_json
     from jfbgym.agents.pretrained import AGENT_JSON, shipped_path
 
-    label = RECIPES[name][0]
     agent = load_agent(shipped_path(name))
-    refined = quality.refine(label, agent, quality.reference(label, states, quick=False))
+    refined = certified_optimum(agent, states)
     path = shipped_path(name) / AGENT_JSON
     data = read_json(path)
     record = data["record"]
@@ -151,7 +164,7 @@ def table() -> str:
     return "\n".join(lines)
 
 
-CARDS = ROOT.parent / "docs" / "agents"
+CARDS = ROOT / "docs" / "agents"
 
 
 def card(name: str) -> str:
@@ -226,9 +239,9 @@ def cards() -> None:
     from jfbgym.agents.pretrained import available, record
 
     rows = ["# Shipped agents", "",
-            ("Each trained by `python bench/pretrain.py` and checked against its record by "
+            ("Each trained by `python tools/release.py` and checked against its record by "
              "`tests/agents/test_pretrained.py`; the cards are written from the records by "
-             "`python bench/pretrain.py --cards`."), "",
+             "`python tools/release.py --cards`."), "",
             "| agent | gap to J* | training |", "|---|---|---|"]
     for name in available():
         (CARDS / f"{name}.md").parent.mkdir(parents=True, exist_ok=True)
