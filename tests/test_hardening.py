@@ -605,3 +605,13 @@ def test_a_malformed_baseline_json_is_one_error_naming_the_file(tmp_path, edit) 
     (out / "baseline.json").write_text(json.dumps(values))
     with pytest.raises(CheckpointError, match=f"^{out / 'baseline.json'}: "):
         load_baseline(out)
+
+
+def test_an_exact_interaction_too_large_to_train_names_the_settings_to_use(tmp_path,
+                                                                           capsys) -> None:
+    start = time.perf_counter()
+    assert cli(["train", "QuadSwarm-v0", "--n-agents", "10000", "--batch", "4", "--val-batch",
+                "4", "--iters", "1", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jfbgym train: error: n_agents:") and '"fourier"' in err
+    assert time.perf_counter() - start < HANG

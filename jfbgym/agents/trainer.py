@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 import jfbgym
 from jfbgym.problems import problem_for_env, problem_overrides
@@ -59,6 +60,11 @@ from .implicit import SolverOptions
 from .losses import value_penalties
 from .policy import Agent
 from .runlog import RunLog
+
+# The exact pairwise interaction's terms a training iteration may evaluate (forward, backward
+# and a recomputation: PASSES per step): beyond about this it takes minutes an iteration.
+MAX_PAIR_EVALUATIONS = 3e10
+PASSES = 3
 
 
 @dataclass
@@ -418,12 +424,22 @@ def train(config: TrainConfig, progress: bool = True,
                               **problem_overrides(config.env_kwargs(), "problem_kwargs"))
     problem.batch_size(config.batch, "batch")  # refused before anything is built
     problem.batch_size(config.val_batch, "val_batch")
+    pairs = PASSES * problem.n_steps * problem.pair_evaluations(config.batch)
+    require(pairs <= MAX_PAIR_EVALUATIONS, "n_agents", f"a swarm whose exact pairwise "
+            f"interaction fits a training iteration: {problem.n_agents} agents and batch "
+            f"{config.batch} evaluate about {pairs:.1e} pair terms an iteration (minutes each, "
+            f"the limit is {MAX_PAIR_EVALUATIONS:.0e}); use {problem.scaling_advice()}",
+            problem.n_agents)
     out = prepare_output(config)
     world = World.from_environment(config.device)
     require(config.batch >= world.size and config.val_batch >= world.size, "batch",
             f"at least one state per rank ({world.size} ranks)", config.batch)
+    say = tqdm.write if progress and world.is_main else (lambda text: None)
     with RunLock(out) if world.is_main else contextlib.nullcontext():
-        setup = time.process_time()
+        say(f"{config.env_id}: building the agent (value prior, input normalisation)")
+        setup, wall = time.process_time(), time.perf_counter()
         run = Trainer(config, world)
         run.cpu = time.process_time() - setup  # the prior's open-loop solve is training time
+        say(f"built in {time.perf_counter() - wall:.1f} s; validating the initial policy on "
+            f"{config.val_batch} states")
         return run.run(progress, callback)

@@ -216,6 +216,16 @@ class ControlProblem(torch.nn.Module):
         terms add their (batch, N, N) kernel."""
         return 8 * 32 * batch * (self.state_dim + self.control_dim)
 
+    def pair_evaluations(self, batch: int) -> int:
+        """Pairwise-interaction terms one time step of ``batch`` samples evaluates (B·N² for an
+        exact all-pairs term, 0 without one): what makes training very large swarms slow."""
+        return 0
+
+    def scaling_advice(self) -> str:
+        """The settings that make a very large instance cheaper (named when training refuses
+        one)."""
+        return "a smaller batch or fewer agents"
+
     def check_batch(self, x: Tensor, name: str, width: int) -> Tensor:
         """Validate a ``(B, width)`` tensor on this problem's dtype and device."""
         require(isinstance(x, Tensor), name, "a torch.Tensor", type(x).__name__)
@@ -268,9 +278,10 @@ class ControlProblem(torch.nn.Module):
 
     def batch_size(self, batch: Any, name: str) -> int:
         """``batch`` samples as an int, refused at once where their trajectories (states and
-        controls at every step, a graph's worth of copies) would not fit in memory."""
+        controls at every step, and a copy of each) would not fit in memory."""
         b = integer(batch, name, 1, MAX_BATCH)
-        per_sample = 4 * 8 * (self.n_steps + 1) * (self.state_dim + self.control_dim)
+        value = torch.finfo(self.dtype).bits // 8
+        per_sample = 2 * value * (self.n_steps + 1) * (self.state_dim + self.control_dim)
         require_memory(b * per_sample + self.step_bytes(b), name,
                        f"trajectories of {b} samples of {self.name}")
         return b

@@ -205,6 +205,9 @@ class MultiBicycle(ControlProblem):
         return super().step_bytes(batch) + (kernel_bytes(batch, self.n_agents)
                                             if self.alpha_int else 0)
 
+    def pair_evaluations(self, batch: int) -> int:
+        return batch * self.n_agents**2 if self.alpha_int else 0
+
     def agent_decomposition(self) -> tuple[MultiBicycle, float, Tensor]:
         """One bicycle with the same parameters and no interaction, w = 1: the costs are sums
         over bicycles. Offsets move each bicycle's target onto the first one."""

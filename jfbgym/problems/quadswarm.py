@@ -174,6 +174,14 @@ class QuadSwarm(ControlProblem):
         return super().step_bytes(batch) + (kernel_bytes(batch, self.n_agents)
                                             if self.alpha_int else 0)
 
+    def pair_evaluations(self, batch: int) -> int:
+        exact = self.alpha_int and self.interaction == "exact"
+        return batch * self.n_agents**2 if exact else 0
+
+    def scaling_advice(self) -> str:
+        return ('problem_kwargs {"interaction": "fourier"} (random features, O(N·D)), or a '
+                "smaller batch")
+
     # ------------------------------------------------------------------ layout
     def positions(self, z: Tensor) -> Tensor:
         """Drone positions (B, N, 3)."""
