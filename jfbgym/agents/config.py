@@ -185,7 +185,9 @@ class TrainConfig:
                     f"no {key!r} (set it with its own setting, --{key})",
                     sorted(self.problem_kwargs))
         one_of(self.agent, "agent", AGENT_KINDS)
-        one_of(self.network, "network", NETWORKS)
+        integer(self.depth, "depth", 2, MAX_DEPTH)  # (the value network needs two layers)
+        self.network_config()  # the network's and the prior's settings check themselves
+        self.prior_config()
         one_of(self.grad, "grad", GRAD_MODE_NAMES)
         one_of(self.solver, "solver", SOLVER_NAMES)
         require(not (self.grad == "unrolled" and self.solver != "gradient"), "solver",
@@ -193,8 +195,6 @@ class TrainConfig:
                 self.solver)
         optional(finite_float, self.alpha, "alpha", 0.0, True)
         optional(finite_float, self.inner_tol, "inner_tol", 0.0)
-        one_of(self.prior, "prior", PRIORS)
-        one_of(self.normalise, "normalise", NORMALISE)
         one_of(self.dtype, "dtype", DTYPE_NAMES)
         one_of(self.schedule, "schedule", SCHEDULES)
         one_of(self.resume, "resume", RESUME)
@@ -202,10 +202,6 @@ class TrainConfig:
         for name in ("batch", "val_batch", "val_every", "checkpoint_every", "inner_iters",
                      "lr_patience"):
             integer(getattr(self, name), name, 1, MAX_COUNT)
-        for name in ("width", "rank", "context"):
-            integer(getattr(self, name), name, 1, MAX_WIDTH)
-        integer(self.depth, "depth", 2, MAX_DEPTH)
-        integer(self.prior_branches, "prior_branches", 1, MAX_PRIOR_BRANCHES)
         integer(self.warmup, "warmup", 0, MAX_COUNT)
         seed(self.seed)
         optional(finite_float, self.lr, "lr", 0.0, True, MAX_LR)
